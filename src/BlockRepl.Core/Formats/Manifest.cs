@@ -1,0 +1,91 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace BlockRepl.Core.Formats;
+
+/// <summary>Figures of one backup run, stored in its manifest.</summary>
+public sealed class ManifestStats
+{
+    public long ScannedBytes { get; set; }
+    public long ZeroBytes { get; set; }
+    public long ChangedBytes { get; set; }
+    public long NewBytes { get; set; }
+    public long StoredBytes { get; set; }
+    public long MetadataBytes { get; set; }
+    public long ChangedChunks { get; set; }
+    public long NewChunks { get; set; }
+    public long ChangedBlocks { get; set; }
+    public double Seconds { get; set; }
+}
+
+/// <summary>
+/// A recovery point: immutable, written last, after every blob it references is durable.
+/// Stored as JSON inside an <see cref="Envelope"/> with magic "BRSNAP".
+/// </summary>
+public sealed class Manifest
+{
+    public const ushort Version = 1;
+    public static ReadOnlySpan<byte> Magic => "BRSNAP\0\0"u8;
+
+    public required string Id { get; set; }
+    public required DateTimeOffset Time { get; set; }
+    public required string Host { get; set; }
+    public required string Source { get; set; }
+    /// <summary>Stable key of the source within a host (used to find the parent).</summary>
+    public required string SourceKey { get; set; }
+    public required long Size { get; set; }
+    public required int ChunkSize { get; set; }
+    public required int LeafFanout { get; set; }
+    public required int NodeFanout { get; set; }
+    /// <summary>Number of tree levels above the chunks (1 = the root is a leaf).</summary>
+    public required int TreeLevels { get; set; }
+    public required string Root { get; set; }
+    public string? Parent { get; set; }
+    /// <summary>FULL, INCREMENTAL or RESCAN.</summary>
+    public required string Mode { get; set; }
+    public string[] Tags { get; set; } = [];
+    public ManifestStats Stats { get; set; } = new();
+
+    public byte[] Serialize() => Envelope.Wrap(Magic, Version, JsonSerializer.SerializeToUtf8Bytes(this, FormatJsonContext.Default.Manifest));
+
+    public static Manifest Deserialize(ReadOnlySpan<byte> file, string what)
+    {
+        var payload = Envelope.Unwrap(file, Magic, Version, what, out _);
+        Manifest? m = null;
+        try { m = JsonSerializer.Deserialize(payload, FormatJsonContext.Default.Manifest); }
+        catch (JsonException e) { ThrowHelper.ThrowCorrupt(what, e.Message); }
+        if (m is null || m.Size < 0 || m.ChunkSize <= 0 || m.TreeLevels < 1 || m.LeafFanout <= 0 || m.NodeFanout <= 0)
+            ThrowHelper.ThrowCorrupt(what, "invalid manifest fields");
+        return m;
+    }
+}
+
+/// <summary>Repository-wide settings, fixed at init. Stored as JSON in an envelope with magic "BRCONFIG".</summary>
+public sealed class RepoConfig
+{
+    public const ushort Version = 1;
+    public static ReadOnlySpan<byte> Magic => "BRCONFIG"u8;
+
+    public required string RepoId { get; set; }
+    public required int ChunkSize { get; set; }
+    public required long PackTargetSize { get; set; }
+    public required DateTimeOffset Created { get; set; }
+
+    public byte[] Serialize() => Envelope.Wrap(Magic, Version, JsonSerializer.SerializeToUtf8Bytes(this, FormatJsonContext.Default.RepoConfig));
+
+    public static RepoConfig Deserialize(ReadOnlySpan<byte> file, string what)
+    {
+        var payload = Envelope.Unwrap(file, Magic, Version, what, out _);
+        RepoConfig? c = null;
+        try { c = JsonSerializer.Deserialize(payload, FormatJsonContext.Default.RepoConfig); }
+        catch (JsonException e) { ThrowHelper.ThrowCorrupt(what, e.Message); }
+        if (c is null || !ChunkGeometry.IsValidChunkSize(c.ChunkSize) || c.PackTargetSize < (1 << 20))
+            ThrowHelper.ThrowCorrupt(what, "invalid config fields");
+        return c;
+    }
+}
+
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, WriteIndented = false)]
+[JsonSerializable(typeof(Manifest))]
+[JsonSerializable(typeof(RepoConfig))]
+internal sealed partial class FormatJsonContext : JsonSerializerContext;

@@ -1,0 +1,425 @@
+using System.Buffers;
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using BlockRepl.Core;
+using BlockRepl.Core.Compression;
+using BlockRepl.Core.Formats;
+using BlockRepl.Core.Hashing;
+using BlockRepl.Engine.Repository;
+using BlockRepl.Engine.Sources;
+using BlockRepl.Native.Linux;
+using BlockRepl.Storage;
+using Microsoft.Win32.SafeHandles;
+using Serilog;
+
+namespace BlockRepl.Engine.Jobs;
+
+public sealed class BackupOptions
+{
+    public string[] Tags { get; init; } = [];
+    /// <summary>Directory for change maps; see <see cref="StateDirectory.Default"/>.</summary>
+    public required string StateDir { get; init; }
+    /// <summary>Hashing/compression workers behind the single reader (default: one per core).</summary>
+    public int Workers { get; init; } = Environment.ProcessorCount;
+    /// <summary>Advise the kernel to drop source pages after reading them (a good citizen on a live server).</summary>
+    public bool DropSourceCache { get; init; }
+    public string Host { get; init; } = Environment.MachineName;
+}
+
+public sealed record BackupResult(Manifest Manifest, string? RescanReason, long PacksWritten, long ObjectsWritten, double CpuSeconds);
+
+/// <summary>
+/// Backs up one volume: read → zero check → XXH3-128 → changed? → SHA-256 → dedup → LZ4 → pack → store.
+/// One sequential reader thread, <see cref="BackupOptions.Workers"/> hashing/compressing workers, one packer
+/// thread; bounded queues between them give backpressure and bounded memory whatever the volume size.
+/// </summary>
+public sealed class BackupJob
+{
+    /// <summary>Read unit: four 512 KiB EBS blocks.</summary>
+    public const int BatchSize = 4 * ChunkGeometry.BlockSize;
+
+    private readonly Repo _repo;
+    private readonly BackupOptions _options;
+    private readonly ILogger _log;
+    public JobProgress Progress { get; } = new();
+
+    public BackupJob(Repo repo, BackupOptions options, ILogger log)
+    {
+        _repo = repo;
+        _options = options;
+        _log = log;
+    }
+
+    private readonly record struct Batch(byte[] Buffer, long Offset, int Length);
+    private readonly record struct PackItem(ChunkId Id, byte[] Buffer, int Length, int RawLength, BlobCompression Compression);
+
+    private sealed class Counters
+    {
+        public long Zero, Changed, ChangedChunks, New, NewChunks, ChangedBlocks;
+    }
+
+    public async Task<BackupResult> RunAsync(BlockSource source, CancellationToken ct = default)
+    {
+        var started = Stopwatch.StartNew();
+        var cpuStart = Process.GetCurrentProcess().TotalProcessorTime;
+        int chunkSize = _repo.ChunkSize;
+        long size = source.Size;
+        long chunkCount = ChunkGeometry.ChunkCount(size, chunkSize);
+        Progress.TotalBytes = size;
+        Progress.Phase = "preparing";
+
+        Directory.CreateDirectory(_options.StateDir);
+        string mapName = ChangeMap.FileName(_repo.Config.RepoId, source.SourceKey);
+        string mapPath = Path.Combine(_options.StateDir, mapName);
+        string workPath = mapPath + ".new";
+        string parentMapPath = mapPath + ".parent";
+
+        // One run per source and state dir at a time (FileShare.None is an flock on Linux).
+        using var runLock = AcquireLock(mapPath + ".lock", source.Path);
+
+        var snapshots = await _repo.ListSnapshotsAsync(null, ct).ConfigureAwait(false);
+        SafeFileHandle? oldMap = ChangeMap.TryOpen(mapPath, chunkSize, size, _repo.Config.RepoId, out var oldHeader, out string? reason);
+        Manifest? parent = null;
+        string mode;
+        if (oldMap is not null)
+        {
+            parent = snapshots.FirstOrDefault(s => s.Id == oldHeader!.SnapshotId);
+            if (parent is null)
+            {
+                oldMap.Dispose();
+                oldMap = null;
+                reason = "the change map's recovery point is no longer in the repository";
+            }
+        }
+        if (oldMap is not null)
+            mode = "INCREMENTAL";
+        else
+        {
+            parent = snapshots.LastOrDefault(s => s.SourceKey == source.SourceKey && s.Host == _options.Host);
+            mode = parent is null ? "FULL" : "RESCAN";
+            if (parent is not null)
+            {
+                _log.Information("Rescan of {Source} against recovery point {Parent}: {Reason}", source.Path, parent.Id[..8], reason);
+                // Materialise the parent's chunk ids as a map without fingerprints: every chunk is hashed
+                // (SHA-256) and compared by id, so nothing is trusted and "changed" stays exact.
+                oldMap = await MaterialiseParentAsync(parent, parentMapPath, chunkSize, chunkCount, ct).ConfigureAwait(false);
+            }
+        }
+
+        var c = new Counters();
+        var packs = new PackWriter(_repo, ct);
+        string id = Guid.CreateVersion7().ToString("N");
+        Manifest manifest;
+        long objectsWritten;
+        try
+        {
+            using (var newMap = ChangeMap.CreateWorking(workPath, chunkCount))
+            {
+                Progress.Phase = mode == "FULL" ? "full backup" : mode == "RESCAN" ? "rescan" : "incremental";
+                RunPipeline(source, oldMap, newMap, packs, c, ct);
+                oldMap?.Dispose();
+                oldMap = null;
+
+                Progress.Phase = "writing block map";
+                int levels = ChunkGeometry.TreeLevels(chunkCount);
+                var tree = new TreeBuilder(_repo, packs, levels);
+                BuildTree(newMap, chunkCount, tree);
+                var root = tree.Finish();
+                await packs.FlushAsync().ConfigureAwait(false);
+
+                manifest = new Manifest
+                {
+                    Id = id,
+                    Time = DateTimeOffset.UtcNow,
+                    Host = _options.Host,
+                    Source = source.Path,
+                    SourceKey = source.SourceKey,
+                    Size = size,
+                    ChunkSize = chunkSize,
+                    LeafFanout = ChunkGeometry.LeafFanout,
+                    NodeFanout = ChunkGeometry.NodeFanout,
+                    TreeLevels = levels,
+                    Root = root.ToString(),
+                    Parent = parent?.Id,
+                    Mode = mode,
+                    Tags = _options.Tags,
+                };
+                var stats = manifest.Stats;
+                stats.ScannedBytes = size;
+                stats.ZeroBytes = c.Zero + (size - Progress.DoneBytes);
+                stats.ChangedBytes = c.Changed;
+                stats.ChangedChunks = c.ChangedChunks;
+                stats.ChangedBlocks = c.ChangedBlocks;
+                stats.NewBytes = c.New;
+                stats.NewChunks = c.NewChunks;
+                stats.MetadataBytes = tree.NodeBytes;
+                stats.Seconds = Math.Round(started.Elapsed.TotalSeconds, 3);
+                byte[] body = manifest.Serialize();
+                stats.StoredBytes = packs.StoredBytes + body.Length;
+                body = manifest.Serialize();
+
+                // The recovery point becomes visible only now: every pack and index it needs is durable.
+                Progress.Phase = "committing";
+                await _repo.Backend.PutAsync(Repo.SnapshotKey(id), body, ct).ConfigureAwait(false);
+                objectsWritten = packs.ObjectsWritten + 1;
+
+                ChangeMap.Seal(newMap, workPath, chunkCount,
+                    new ChangeMap.Header(chunkSize, size, _repo.Config.RepoId, id, 0));
+            }
+            File.Move(workPath, mapPath, overwrite: true);
+            LinuxFile.FsyncDirectory(_options.StateDir);
+        }
+        catch
+        {
+            _repo.Index.DropPending();
+            throw;
+        }
+        finally
+        {
+            oldMap?.Dispose();
+            await packs.DisposeAsync().ConfigureAwait(false);
+            TryDelete(parentMapPath);
+        }
+        Progress.Phase = "done";
+        double cpu = (Process.GetCurrentProcess().TotalProcessorTime - cpuStart).TotalSeconds;
+        return new BackupResult(manifest, mode == "RESCAN" ? reason : null, packs.PacksWritten, objectsWritten, cpu);
+    }
+
+    private static FileStream AcquireLock(string path, string source)
+    {
+        try { return new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None); }
+        catch (IOException) { throw new SourceException($"another backup of '{source}' is running (lock {path})"); }
+    }
+
+    private static void TryDelete(string path)
+    {
+        try { File.Delete(path); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+    }
+
+    private async Task<SafeFileHandle> MaterialiseParentAsync(Manifest parent, string path, int chunkSize, long chunkCount, CancellationToken ct)
+    {
+        var h = ChangeMap.CreateWorking(path, chunkCount);
+        if (parent.ChunkSize != chunkSize) return h;
+        var entry = new byte[ChangeMap.EntrySize * ChunkGeometry.LeafFanout];
+        await TreeWalker.WalkAsync(_repo, parent, (first, ids, count) =>
+        {
+            long n = Math.Min(count, chunkCount - first);
+            if (n <= 0) return Task.CompletedTask;
+            Array.Clear(entry);
+            for (int i = 0; i < n; i++) ids[i].Write(entry.AsSpan(i * ChangeMap.EntrySize + BlockHash.Size));
+            RandomAccess.Write(h, entry.AsSpan(0, (int)n * ChangeMap.EntrySize), ChangeMap.EntryOffset(first));
+            return Task.CompletedTask;
+        }, (_, _) => Task.CompletedTask, null, ct).ConfigureAwait(false);
+        return h;
+    }
+
+    private void RunPipeline(BlockSource source, SafeFileHandle? oldMap, SafeFileHandle newMap, PackWriter packs, Counters c, CancellationToken outerCt)
+    {
+        int workers = Math.Max(1, _options.Workers);
+        int bufferCount = workers * 2 + 2;
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(outerCt);
+        var ct = cts.Token;
+        using var free = new BlockingCollection<byte[]>(bufferCount);
+        using var work = new BlockingCollection<Batch>(bufferCount);
+        using var toPack = new BlockingCollection<PackItem>(64);
+        var buffers = new byte[bufferCount][];
+        for (int i = 0; i < bufferCount; i++) { buffers[i] = ArrayPool<byte>.Shared.Rent(BatchSize); free.Add(buffers[i]); }
+        Exception? failure = null;
+        void Fail(Exception e)
+        {
+            Interlocked.CompareExchange(ref failure, e, null);
+            try { cts.Cancel(); } catch (ObjectDisposedException) { }
+        }
+
+        var reader = new Thread(() =>
+        {
+            try { ReadLoop(source, free, work, ct); }
+            catch (OperationCanceledException) { }
+            catch (Exception e) { Fail(e); }
+            finally { work.CompleteAdding(); }
+        }) { Name = "blockrepl-reader", IsBackground = true };
+
+        var workerThreads = new Thread[workers];
+        int running = workers;
+        for (int w = 0; w < workers; w++)
+        {
+            workerThreads[w] = new Thread(() =>
+            {
+                try { WorkLoop(source, oldMap, newMap, work, free, toPack, c, ct); }
+                catch (OperationCanceledException) { }
+                catch (Exception e) { Fail(e); }
+                finally { if (Interlocked.Decrement(ref running) == 0) toPack.CompleteAdding(); }
+            }) { Name = $"blockrepl-worker-{w}", IsBackground = true };
+        }
+
+        var packer = new Thread(() =>
+        {
+            try
+            {
+                foreach (var item in toPack.GetConsumingEnumerable(ct))
+                {
+                    try { packs.Add(BlobType.Data, item.Id, item.Buffer.AsSpan(0, item.Length), item.RawLength, item.Compression); }
+                    finally { ArrayPool<byte>.Shared.Return(item.Buffer); }
+                    Progress.AddStored(item.Length);
+                }
+            }
+            catch (OperationCanceledException) { }
+            catch (Exception e) { Fail(e); }
+        }) { Name = "blockrepl-packer", IsBackground = true };
+
+        reader.Start();
+        foreach (var t in workerThreads) t.Start();
+        packer.Start();
+        reader.Join();
+        foreach (var t in workerThreads) t.Join();
+        packer.Join();
+
+        // Return pooled buffers still queued after a failure.
+        while (toPack.TryTake(out var left)) ArrayPool<byte>.Shared.Return(left.Buffer);
+        foreach (var b in buffers) ArrayPool<byte>.Shared.Return(b);
+        if (failure is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(failure).Throw();
+        outerCt.ThrowIfCancellationRequested();
+    }
+
+    private void ReadLoop(BlockSource source, BlockingCollection<byte[]> free, BlockingCollection<Batch> work, CancellationToken ct)
+    {
+        long size = source.Size;
+        long pos = 0;
+        while (pos < size)
+        {
+            long next = source.NextData(pos);
+            if (next >= size) break;
+            long start = next - next % BatchSize;
+            if (start < pos) start = pos;
+            int len = (int)Math.Min(BatchSize, size - start);
+            var buf = free.Take(ct);
+            int n = source.ReadAt(buf.AsSpan(0, len), start);
+            if (n != len)
+                throw new SourceException($"source '{source.Path}' ended at {start + n} bytes, expected {size}: was it truncated during the backup?");
+            pos = start + len;
+            Progress.DoneBytes = pos;
+            work.Add(new Batch(buf, start, len), ct);
+        }
+        Progress.DoneBytes = size;
+    }
+
+    private void WorkLoop(BlockSource source, SafeFileHandle? oldMap, SafeFileHandle newMap, BlockingCollection<Batch> work,
+        BlockingCollection<byte[]> free, BlockingCollection<PackItem> toPack, Counters total, CancellationToken ct)
+    {
+        int chunkSize = _repo.ChunkSize;
+        int perBatch = BatchSize / chunkSize;
+        int chunksPerBlock = Math.Max(1, ChunkGeometry.BlockSize / chunkSize);
+        var oldEntries = new byte[perBatch * ChangeMap.EntrySize];
+        var newEntries = new byte[perBatch * ChangeMap.EntrySize];
+        int maxEncoded = Lz4Block.MaxEncodedLength(chunkSize);
+        var index = _repo.Index;
+
+        foreach (var batch in work.GetConsumingEnumerable(ct))
+        {
+            long firstChunk = batch.Offset / chunkSize;
+            int n = (batch.Length + chunkSize - 1) / chunkSize;
+            int entryBytes = n * ChangeMap.EntrySize;
+            if (oldMap is not null) RandomAccess.Read(oldMap, oldEntries.AsSpan(0, entryBytes), ChangeMap.EntryOffset(firstChunk));
+            long zero = 0, changed = 0, changedChunks = 0, fresh = 0, freshChunks = 0, changedBlocks = 0;
+            bool blockChanged = false;
+            for (int i = 0; i < n; i++)
+            {
+                int off = i * chunkSize;
+                var data = batch.Buffer.AsSpan(off, Math.Min(chunkSize, batch.Length - off));
+                var oldEntry = oldEntries.AsSpan(i * ChangeMap.EntrySize, ChangeMap.EntrySize);
+                var newEntry = newEntries.AsSpan(i * ChangeMap.EntrySize, ChangeMap.EntrySize);
+                var oldId = oldMap is null ? ChunkId.Zero : ChunkId.Read(oldEntry[BlockHash.Size..]);
+                bool isChanged;
+                if (ZeroDetector.IsAllZero(data))
+                {
+                    newEntry.Clear();
+                    zero += data.Length;
+                    isChanged = !oldId.IsZero;
+                }
+                else
+                {
+                    var hash = BlockHash.Compute(data);
+                    var oldHash = oldMap is null ? default : BlockHash.Read(oldEntry);
+                    if (!oldHash.IsZero && oldHash == hash && !oldId.IsZero && index.Contains(oldId))
+                    {
+                        oldEntry.CopyTo(newEntry);
+                        isChanged = false;
+                    }
+                    else
+                    {
+                        var id = ChunkId.Compute(data);
+                        isChanged = id != oldId;
+                        if (index.TryClaim(id, BlobType.Data))
+                        {
+                            var outBuf = ArrayPool<byte>.Shared.Rent(maxEncoded);
+                            if (Lz4Block.TryEncode(data, outBuf, out int written))
+                                toPack.Add(new PackItem(id, outBuf, written, data.Length, BlobCompression.Lz4), ct);
+                            else
+                            {
+                                data.CopyTo(outBuf);
+                                toPack.Add(new PackItem(id, outBuf, data.Length, data.Length, BlobCompression.None), ct);
+                            }
+                            fresh += data.Length;
+                            freshChunks++;
+                        }
+                        hash.Write(newEntry);
+                        id.Write(newEntry[BlockHash.Size..]);
+                    }
+                }
+                if (isChanged) { changed += data.Length; changedChunks++; blockChanged = true; }
+                if ((i + 1) % chunksPerBlock == 0 || i == n - 1)
+                {
+                    if (blockChanged) changedBlocks++;
+                    blockChanged = false;
+                }
+            }
+            RandomAccess.Write(newMap, newEntries.AsSpan(0, entryBytes), ChangeMap.EntryOffset(firstChunk));
+            if (_options.DropSourceCache) source.DropCache(batch.Offset, batch.Length);
+            free.Add(batch.Buffer, ct);
+            Interlocked.Add(ref total.Zero, zero);
+            Interlocked.Add(ref total.Changed, changed);
+            Interlocked.Add(ref total.ChangedChunks, changedChunks);
+            Interlocked.Add(ref total.New, fresh);
+            Interlocked.Add(ref total.NewChunks, freshChunks);
+            Interlocked.Add(ref total.ChangedBlocks, changedBlocks);
+            Progress.AddChanged(changed);
+        }
+    }
+
+    private static void BuildTree(SafeFileHandle map, long chunkCount, TreeBuilder tree)
+    {
+        var buf = ArrayPool<byte>.Shared.Rent(ChangeMap.EntrySize * 16384);
+        try
+        {
+            for (long first = 0; first < chunkCount;)
+            {
+                int n = (int)Math.Min(16384, chunkCount - first);
+                var span = buf.AsSpan(0, n * ChangeMap.EntrySize);
+                int read = RandomAccess.Read(map, span, ChangeMap.EntryOffset(first));
+                if (read != span.Length) throw new IOException("change map shorter than expected");
+                for (int i = 0; i < n; i++)
+                    tree.AddChunk(ChunkId.Read(span[(i * ChangeMap.EntrySize + BlockHash.Size)..]));
+                first += n;
+            }
+        }
+        finally { ArrayPool<byte>.Shared.Return(buf); }
+    }
+}
+
+/// <summary>Where change maps live by default.</summary>
+public static class StateDirectory
+{
+    /// <summary>$BLOCKREPL_STATE_DIR, else /var/lib/blockrepl as root, else $XDG_STATE_HOME/blockrepl or ~/.local/state/blockrepl.</summary>
+    public static string Default
+    {
+        get
+        {
+            var env = Environment.GetEnvironmentVariable("BLOCKREPL_STATE_DIR");
+            if (!string.IsNullOrEmpty(env)) return env;
+            if (LinuxFile.IsRoot) return "/var/lib/blockrepl";
+            var xdg = Environment.GetEnvironmentVariable("XDG_STATE_HOME");
+            var home = Environment.GetFolderPath(Environment.SpecialFolder.UserProfile);
+            return Path.Combine(string.IsNullOrEmpty(xdg) ? Path.Combine(home, ".local", "state") : xdg, "blockrepl");
+        }
+    }
+}
