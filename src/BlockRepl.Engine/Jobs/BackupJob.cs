@@ -55,7 +55,7 @@ public sealed class BackupJob
 
     private sealed class Counters
     {
-        public long Zero, Changed, ChangedChunks, New, NewChunks, ChangedBlocks;
+        public long Zero, Holes, Changed, ChangedChunks, New, NewChunks, ChangedBlocks;
     }
 
     public async Task<BackupResult> RunAsync(BlockSource source, CancellationToken ct = default)
@@ -108,7 +108,8 @@ public sealed class BackupJob
 
         var c = new Counters();
         var packs = new PackWriter(_repo, ct);
-        string id = Guid.CreateVersion7().ToString("N");
+        // Random, so ids differ in their first characters (users type prefixes); manifests sort by time.
+        string id = Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(16));
         Manifest manifest;
         long objectsWritten;
         try
@@ -146,7 +147,7 @@ public sealed class BackupJob
                 };
                 var stats = manifest.Stats;
                 stats.ScannedBytes = size;
-                stats.ZeroBytes = c.Zero + (size - Progress.DoneBytes);
+                stats.ZeroBytes = c.Zero + c.Holes;
                 stats.ChangedBytes = c.Changed;
                 stats.ChangedChunks = c.ChangedChunks;
                 stats.ChangedBlocks = c.ChangedBlocks;
@@ -233,7 +234,7 @@ public sealed class BackupJob
 
         var reader = new Thread(() =>
         {
-            try { ReadLoop(source, free, work, ct); }
+            try { ReadLoop(source, free, work, c, ct); }
             catch (OperationCanceledException) { }
             catch (Exception e) { Fail(e); }
             finally { work.CompleteAdding(); }
@@ -281,16 +282,17 @@ public sealed class BackupJob
         outerCt.ThrowIfCancellationRequested();
     }
 
-    private void ReadLoop(BlockSource source, BlockingCollection<byte[]> free, BlockingCollection<Batch> work, CancellationToken ct)
+    private void ReadLoop(BlockSource source, BlockingCollection<byte[]> free, BlockingCollection<Batch> work, Counters c, CancellationToken ct)
     {
         long size = source.Size;
         long pos = 0;
         while (pos < size)
         {
             long next = source.NextData(pos);
-            if (next >= size) break;
+            if (next >= size) { c.Holes += size - pos; break; }
             long start = next - next % BatchSize;
             if (start < pos) start = pos;
+            c.Holes += start - pos;
             int len = (int)Math.Min(BatchSize, size - start);
             var buf = free.Take(ct);
             int n = source.ReadAt(buf.AsSpan(0, len), start);

@@ -1,0 +1,250 @@
+using System.Text.Json;
+using BlockRepl.Core.Formats;
+using BlockRepl.Engine;
+using BlockRepl.Engine.Jobs;
+using BlockRepl.Engine.Repository;
+using BlockRepl.Engine.Sources;
+using Serilog;
+
+namespace BlockRepl.Cli;
+
+internal static class Commands
+{
+    private static readonly HashSet<string> Common = ["--verbose", "--no-progress", "--json"];
+
+    private static Args Parse(string[] argv, string[] values, string[] flags) =>
+        Args.Parse(argv, new HashSet<string>(values.Append("--workers")), new HashSet<string>(flags.Concat(Common)));
+
+    private static int Workers(Args a)
+    {
+        var w = a.Value("--workers");
+        if (w is null) return Environment.ProcessorCount;
+        return int.TryParse(w, out int n) && n is > 0 and <= 256 ? n : throw new UsageException($"--workers: '{w}' is not a number from 1 to 256");
+    }
+
+    private static int ChunkSize(Args a)
+    {
+        var v = a.Value("--chunk-size");
+        if (v is null) return ChunkGeometry.DefaultChunkSize;
+        long size = Args.ParseSize(v, "--chunk-size");
+        if (size > int.MaxValue || !ChunkGeometry.IsValidChunkSize((int)size))
+            throw new UsageException($"--chunk-size {v}: use a power of two from 4K to 512K");
+        return (int)size;
+    }
+
+    public static async Task<int> InitAsync(string[] argv, CancellationToken ct)
+    {
+        var a = Parse(argv, ["--repo", "--chunk-size"], []);
+        if (a.Positionals.Count > 0) throw new UsageException($"init takes no arguments (got '{a.Positionals[0]}')");
+        string location = a.Required("--repo", "<dir>: where to create the repository");
+        await using var repo = await RepositoryLocator.InitAsync(location, ChunkSize(a), ct).ConfigureAwait(false);
+        Console.WriteLine($"created repository {repo.Location} (chunk size {Format.Bytes(repo.ChunkSize)}, id {repo.Config.RepoId[..8]})");
+        return ExitCodes.Ok;
+    }
+
+    public static async Task<int> BackupAsync(string[] argv, CancellationToken ct)
+    {
+        var a = Parse(argv, ["--repo", "--tag", "--state-dir", "--chunk-size"], ["--drop-cache"]);
+        if (a.Positionals.Count != 1) throw new UsageException("backup needs exactly one source: blockrepl backup <image|device> --repo <dir>");
+        string location = a.Required("--repo", "<dir>: the repository to back up into");
+        bool json = a.Flag("--json");
+        var options = new BackupOptions
+        {
+            Tags = [.. a.Values("--tag")],
+            StateDir = a.Value("--state-dir") ?? StateDirectory.Default,
+            Workers = Workers(a),
+            DropSourceCache = a.Flag("--drop-cache"),
+        };
+        using var source = BlockSource.Open(a.Positionals[0]);
+        var (repo, created) = await RepositoryLocator.OpenOrInitAsync(location, ChunkSize(a), ct).ConfigureAwait(false);
+        await using (repo.ConfigureAwait(false))
+        {
+            if (created) Log.Information("Created repository {Repo}", repo.Location);
+            var job = new BackupJob(repo, options, Log.Logger);
+            BackupResult result;
+            using (new ProgressPrinter(job.Progress, !a.Flag("--no-progress")))
+                result = await job.RunAsync(source, ct).ConfigureAwait(false);
+            if (json) WriteBackupJson(result);
+            else PrintBackup(result);
+        }
+        return ExitCodes.Ok;
+    }
+
+    internal static void PrintBackup(BackupResult r)
+    {
+        var m = r.Manifest;
+        var s = m.Stats;
+        Console.WriteLine($"recovery point {m.Id[..8]} saved ({m.Mode}{(m.Parent is null ? "" : $", parent {m.Parent[..8]}")}) of {m.Source}");
+        if (r.RescanReason is not null) Console.WriteLine($"  rescan    {r.RescanReason}");
+        Console.WriteLine($"  scanned   {Format.Bytes(s.ScannedBytes)} in {Format.Duration(s.Seconds)} ({Format.Rate(s.ScannedBytes, s.Seconds)}), {r.CpuSeconds:0.00} CPU s");
+        Console.WriteLine($"  zero      {Format.Bytes(s.ZeroBytes)}");
+        Console.WriteLine($"  changed   {Format.Bytes(s.ChangedBytes)} ({s.ChangedChunks} chunks of {Format.Bytes(m.ChunkSize)}, {s.ChangedBlocks} blocks of 512 KiB)");
+        Console.WriteLine($"  new       {Format.Bytes(s.NewBytes)} ({s.NewChunks} chunks not already in the repository)");
+        double ratio = s.NewBytes > 0 ? (double)(s.StoredBytes - s.MetadataBytes) / s.NewBytes : 0;
+        Console.WriteLine($"  stored    {Format.Bytes(s.StoredBytes)} (compression {ratio:0.00}, {r.ObjectsWritten} objects)");
+    }
+
+    private static void WriteBackupJson(BackupResult r)
+    {
+        var m = r.Manifest;
+        var s = m.Stats;
+        using var w = new Utf8JsonWriter(Console.OpenStandardOutput(), new JsonWriterOptions { Indented = true });
+        w.WriteStartObject();
+        w.WriteString("id", m.Id);
+        w.WriteString("time", m.Time);
+        w.WriteString("mode", m.Mode);
+        if (m.Parent is null) w.WriteNull("parent"); else w.WriteString("parent", m.Parent);
+        w.WriteString("source", m.Source);
+        w.WriteNumber("size", m.Size);
+        w.WriteNumber("chunkSize", m.ChunkSize);
+        w.WriteNumber("scannedBytes", s.ScannedBytes);
+        w.WriteNumber("zeroBytes", s.ZeroBytes);
+        w.WriteNumber("changedBytes", s.ChangedBytes);
+        w.WriteNumber("changedChunks", s.ChangedChunks);
+        w.WriteNumber("changedBlocks", s.ChangedBlocks);
+        w.WriteNumber("newBytes", s.NewBytes);
+        w.WriteNumber("newChunks", s.NewChunks);
+        w.WriteNumber("storedBytes", s.StoredBytes);
+        w.WriteNumber("metadataBytes", s.MetadataBytes);
+        w.WriteNumber("packsWritten", r.PacksWritten);
+        w.WriteNumber("putRequests", r.ObjectsWritten);
+        w.WriteNumber("seconds", s.Seconds);
+        w.WriteNumber("cpuSeconds", Math.Round(r.CpuSeconds, 3));
+        w.WriteNumber("mbPerSecond", s.Seconds > 0 ? Math.Round(s.ScannedBytes / s.Seconds / 1e6, 1) : 0);
+        if (r.RescanReason is null) w.WriteNull("rescanReason"); else w.WriteString("rescanReason", r.RescanReason);
+        w.WriteStartArray("tags");
+        foreach (var t in m.Tags) w.WriteStringValue(t);
+        w.WriteEndArray();
+        w.WriteEndObject();
+        w.Flush();
+        Console.WriteLine();
+    }
+
+    public static async Task<int> SnapshotsAsync(string[] argv, CancellationToken ct)
+    {
+        var a = Parse(argv, ["--repo"], []);
+        if (a.Positionals.Count > 0) throw new UsageException($"snapshots takes no arguments (got '{a.Positionals[0]}')");
+        await using var repo = await RepositoryLocator.OpenAsync(a.Required("--repo", "<dir>"), loadIndex: false, ct).ConfigureAwait(false);
+        var list = await repo.ListSnapshotsAsync(null, ct).ConfigureAwait(false);
+        if (a.Flag("--json"))
+        {
+            using var w = new Utf8JsonWriter(Console.OpenStandardOutput(), new JsonWriterOptions { Indented = true });
+            w.WriteStartArray();
+            foreach (var m in list)
+            {
+                w.WriteStartObject();
+                w.WriteString("id", m.Id);
+                w.WriteString("time", m.Time);
+                w.WriteString("host", m.Host);
+                w.WriteString("source", m.Source);
+                w.WriteNumber("size", m.Size);
+                w.WriteString("mode", m.Mode);
+                if (m.Parent is null) w.WriteNull("parent"); else w.WriteString("parent", m.Parent);
+                w.WriteNumber("changedBytes", m.Stats.ChangedBytes);
+                w.WriteNumber("newBytes", m.Stats.NewBytes);
+                w.WriteNumber("storedBytes", m.Stats.StoredBytes);
+                w.WriteStartArray("tags");
+                foreach (var t in m.Tags) w.WriteStringValue(t);
+                w.WriteEndArray();
+                w.WriteEndObject();
+            }
+            w.WriteEndArray();
+            w.Flush();
+            Console.WriteLine();
+            return ExitCodes.Ok;
+        }
+        if (list.Count == 0) { Console.WriteLine($"no recovery points in {repo.Location}"); return ExitCodes.Ok; }
+        Console.WriteLine($"{"ID",-8}  {"TIME (UTC)",-19}  {"MODE",-11}  {"SIZE",10}  {"CHANGED",10}  {"STORED",10}  SOURCE  TAGS");
+        foreach (var m in list)
+            Console.WriteLine($"{m.Id[..8],-8}  {m.Time.UtcDateTime:yyyy-MM-dd HH:mm:ss}  {m.Mode,-11}  {Format.Bytes(m.Size),10}  {Format.Bytes(m.Stats.ChangedBytes),10}  {Format.Bytes(m.Stats.StoredBytes),10}  {m.Source}  {string.Join(',', m.Tags)}");
+        Console.WriteLine($"{list.Count} recovery point(s)");
+        return ExitCodes.Ok;
+    }
+
+    public static async Task<int> RestoreAsync(string[] argv, CancellationToken ct)
+    {
+        var a = Parse(argv, ["--repo", "--to"], []);
+        if (a.Positionals.Count != 1) throw new UsageException("restore needs one recovery point: blockrepl restore <id|latest> --repo <dir> --to <file|device>");
+        string location = a.Required("--repo", "<dir>");
+        string target = a.Required("--to", "<file|device>: where to write the volume");
+        await using var repo = await RepositoryLocator.OpenAsync(location, true, ct).ConfigureAwait(false);
+        var m = await repo.FindSnapshotAsync(a.Positionals[0], ct).ConfigureAwait(false);
+        var job = new RestoreJob(repo, Log.Logger, Workers(a));
+        RestoreResult r;
+        using (new ProgressPrinter(job.Progress, !a.Flag("--no-progress")))
+            r = await job.RunAsync(m, target, ct).ConfigureAwait(false);
+        if (a.Flag("--json"))
+        {
+            using var w = new Utf8JsonWriter(Console.OpenStandardOutput(), new JsonWriterOptions { Indented = true });
+            w.WriteStartObject();
+            w.WriteString("id", m.Id);
+            w.WriteString("target", r.Target);
+            w.WriteNumber("size", r.Size);
+            w.WriteNumber("writtenBytes", r.WrittenBytes);
+            w.WriteNumber("unchangedBytes", r.UnchangedBytes);
+            w.WriteNumber("zeroBytes", r.ZeroBytes);
+            w.WriteBoolean("inPlace", r.InPlace);
+            w.WriteNumber("seconds", Math.Round(r.Seconds, 3));
+            w.WriteNumber("cpuSeconds", Math.Round(r.CpuSeconds, 3));
+            w.WriteNumber("mbPerSecond", r.Seconds > 0 ? Math.Round(r.Size / r.Seconds / 1e6, 1) : 0);
+            w.WriteEndObject();
+            w.Flush();
+            Console.WriteLine();
+        }
+        else
+        {
+            Console.WriteLine($"restored {m.Id[..8]} ({Format.Bytes(m.Size)}) to {r.Target} in {Format.Duration(r.Seconds)} ({Format.Rate(r.Size, r.Seconds)})");
+            Console.WriteLine($"  written {Format.Bytes(r.WrittenBytes)}, already identical {Format.Bytes(r.UnchangedBytes)}, zero {Format.Bytes(r.ZeroBytes)}{(r.InPlace ? " (updated in place)" : " (new sparse file)")}");
+        }
+        return ExitCodes.Ok;
+    }
+
+    public static async Task<int> VerifyAsync(string[] argv, CancellationToken ct)
+    {
+        var a = Parse(argv, ["--repo"], ["--read-data"]);
+        if (a.Positionals.Count > 0) throw new UsageException($"verify takes no arguments (got '{a.Positionals[0]}')");
+        string location = a.Required("--repo", "<dir>");
+        await using var probe = await RepositoryLocator.OpenAsync(location, loadIndex: false, ct).ConfigureAwait(false);
+        var job = new VerifyJob(probe.Backend);
+        VerifyReport report;
+        using (new ProgressPrinter(job.Progress, !a.Flag("--no-progress")))
+            report = await job.RunAsync(a.Flag("--read-data"), ct).ConfigureAwait(false);
+        if (a.Flag("--json"))
+        {
+            using var w = new Utf8JsonWriter(Console.OpenStandardOutput(), new JsonWriterOptions { Indented = true });
+            w.WriteStartObject();
+            w.WriteBoolean("ok", report.Ok);
+            w.WriteNumber("snapshots", report.Snapshots);
+            w.WriteNumber("packs", report.Packs);
+            w.WriteNumber("blobs", report.Blobs);
+            w.WriteNumber("bytesRead", report.BytesRead);
+            w.WriteStartArray("problems");
+            foreach (var p in report.Problems) w.WriteStringValue(p);
+            w.WriteEndArray();
+            w.WriteStartObject("affected");
+            foreach (var (id, list) in report.Affected)
+            {
+                w.WriteStartArray(id);
+                foreach (var p in list) w.WriteStringValue(p);
+                w.WriteEndArray();
+            }
+            w.WriteEndObject();
+            w.WriteEndObject();
+            w.Flush();
+            Console.WriteLine();
+        }
+        else
+        {
+            foreach (var n in report.Notes) Console.WriteLine($"note: {n}");
+            foreach (var p in report.Problems) Console.WriteLine($"error: {p}");
+            foreach (var (id, list) in report.Affected)
+                Console.WriteLine($"recovery point {id[..8]} is damaged ({list.Count} problem(s)): it cannot be fully restored");
+            Console.WriteLine(report.Ok
+                ? $"repository ok: {report.Snapshots} recovery point(s), {report.Packs} pack(s), {report.Blobs} blob(s){(report.BytesRead > 0 ? $", {Format.Bytes(report.BytesRead)} read and verified" : "")}"
+                : $"repository has {report.Problems.Count} problem(s)");
+        }
+        if (!report.Ok)
+            throw new VerifyFailedException($"verify found {report.Problems.Count} problem(s) in {location}; {report.Affected.Count} recovery point(s) affected");
+        return ExitCodes.Ok;
+    }
+}

@@ -1,0 +1,77 @@
+using System.Runtime.InteropServices;
+using BlockRepl.Cli;
+using BlockRepl.Engine;
+using Serilog;
+using Serilog.Events;
+
+return await CliApp.RunAsync(args).ConfigureAwait(false);
+
+namespace BlockRepl.Cli
+{
+    internal static class CliApp
+    {
+        public const string Usage = """
+            blockrepl: block-level incremental backup and replication
+
+            usage:
+              blockrepl backup <image|device> --repo <dir> [--tag T]... [--state-dir DIR] [--json] [--drop-cache]
+              blockrepl snapshots --repo <dir> [--json]
+              blockrepl restore <id|latest> --repo <dir> --to <file|device> [--json]
+              blockrepl verify --repo <dir> [--read-data] [--json]
+              blockrepl init --repo <dir> [--chunk-size 64K]
+              blockrepl demo [--size 1G] [--keep] [--dir DIR]
+              blockrepl help | version
+
+            common options: --verbose (debug logs), --no-progress, --workers N
+            """;
+
+        public static async Task<int> RunAsync(string[] argv)
+        {
+            using var cts = new CancellationTokenSource();
+            Console.CancelKeyPress += (_, e) => { e.Cancel = true; cts.Cancel(); };
+            using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, ctx => { ctx.Cancel = true; cts.Cancel(); });
+            bool verbose = argv.Contains("--verbose");
+            Log.Logger = new LoggerConfiguration()
+                .MinimumLevel.Is(verbose ? LogEventLevel.Debug : LogEventLevel.Information)
+                .WriteTo.Console(outputTemplate: "{Level:u3} {Message:lj}{NewLine}", standardErrorFromLevel: LogEventLevel.Verbose)
+                .CreateLogger();
+            try
+            {
+                if (argv.Length == 0) { Console.Error.WriteLine(Usage); return ExitCodes.Usage; }
+                string command = argv[0];
+                var rest = argv.Skip(1).ToArray();
+                return command switch
+                {
+                    "backup" => await Commands.BackupAsync(rest, cts.Token).ConfigureAwait(false),
+                    "snapshots" => await Commands.SnapshotsAsync(rest, cts.Token).ConfigureAwait(false),
+                    "restore" => await Commands.RestoreAsync(rest, cts.Token).ConfigureAwait(false),
+                    "verify" => await Commands.VerifyAsync(rest, cts.Token).ConfigureAwait(false),
+                    "init" => await Commands.InitAsync(rest, cts.Token).ConfigureAwait(false),
+                    "demo" => await Demo.RunAsync(rest, cts.Token).ConfigureAwait(false),
+                    "help" or "--help" or "-h" => PrintUsage(),
+                    "version" or "--version" => PrintVersion(),
+                    _ => throw new UsageException($"unknown command '{command}' (see 'blockrepl help')"),
+                };
+            }
+            catch (Exception e)
+            {
+                var (code, message) = ExitCodes.Classify(e);
+                Console.Error.WriteLine($"blockrepl: {message}");
+                if (code == ExitCodes.Internal || verbose) Log.Debug(e, "details");
+                return code;
+            }
+            finally
+            {
+                await Log.CloseAndFlushAsync().ConfigureAwait(false);
+            }
+        }
+
+        private static int PrintUsage() { Console.WriteLine(Usage); return ExitCodes.Ok; }
+
+        private static int PrintVersion()
+        {
+            Console.WriteLine($"blockrepl {typeof(CliApp).Assembly.GetName().Version} (repository format 1)");
+            return ExitCodes.Ok;
+        }
+    }
+}
