@@ -125,8 +125,19 @@ internal static class Commands
         var a = Parse(argv, ["--repo"], []);
         if (a.Positionals.Count > 0) throw new UsageException($"snapshots takes no arguments (got '{a.Positionals[0]}')");
         await using var repo = await RepositoryLocator.OpenAsync(a.Required("--repo", "<dir>"), loadIndex: false, ct).ConfigureAwait(false);
-        var list = await repo.ListSnapshotsAsync(null, ct).ConfigureAwait(false);
-        if (a.Flag("--json"))
+        var corrupt = new List<string>();
+        var list = await repo.ListSnapshotsAsync((key, e) => corrupt.Add(e.Message), ct).ConfigureAwait(false);
+        // Show every readable recovery point, then fail on the unreadable ones.
+        try { PrintSnapshots(list, a.Flag("--json"), repo.Location); }
+        finally { Console.Out.Flush(); }
+        if (corrupt.Count > 0)
+            throw new VerifyFailedException(corrupt.Count == 1 ? corrupt[0] : $"{corrupt.Count} manifests are unreadable, first: {corrupt[0]}");
+        return ExitCodes.Ok;
+    }
+
+    private static void PrintSnapshots(List<Manifest> list, bool json, string location)
+    {
+        if (json)
         {
             using var w = new Utf8JsonWriter(Console.OpenStandardOutput(), new JsonWriterOptions { Indented = true });
             w.WriteStartArray();
@@ -151,14 +162,13 @@ internal static class Commands
             w.WriteEndArray();
             w.Flush();
             Console.WriteLine();
-            return ExitCodes.Ok;
+            return;
         }
-        if (list.Count == 0) { Console.WriteLine($"no recovery points in {repo.Location}"); return ExitCodes.Ok; }
+        if (list.Count == 0) { Console.WriteLine($"no recovery points in {location}"); return; }
         Console.WriteLine($"{"ID",-8}  {"TIME (UTC)",-19}  {"MODE",-11}  {"SIZE",10}  {"CHANGED",10}  {"STORED",10}  SOURCE  TAGS");
         foreach (var m in list)
             Console.WriteLine($"{m.Id[..8],-8}  {m.Time.UtcDateTime:yyyy-MM-dd HH:mm:ss}  {m.Mode,-11}  {Format.Bytes(m.Size),10}  {Format.Bytes(m.Stats.ChangedBytes),10}  {Format.Bytes(m.Stats.StoredBytes),10}  {m.Source}  {string.Join(',', m.Tags)}");
         Console.WriteLine($"{list.Count} recovery point(s)");
-        return ExitCodes.Ok;
     }
 
     public static async Task<int> RestoreAsync(string[] argv, CancellationToken ct)

@@ -77,7 +77,8 @@ public sealed class BackupJob
         // One run per source and state dir at a time (FileShare.None is an flock on Linux).
         using var runLock = AcquireLock(mapPath + ".lock", source.Path);
 
-        var snapshots = await _repo.ListSnapshotsAsync(null, ct).ConfigureAwait(false);
+        var snapshots = await _repo.ListSnapshotsAsync(
+            (key, e) => _log.Warning("Ignoring unreadable manifest {Key}: {Error} (run 'blockrepl verify')", key, e.Message), ct).ConfigureAwait(false);
         SafeFileHandle? oldMap = ChangeMap.TryOpen(mapPath, chunkSize, size, _repo.Config.RepoId, out var oldHeader, out string? reason);
         Manifest? parent = null;
         string mode;
