@@ -64,6 +64,7 @@ internal static class Commands
             BackupResult result;
             using (new ProgressPrinter(job.Progress, !a.Flag("--no-progress")))
                 result = await job.RunAsync(source, ct).ConfigureAwait(false);
+            Log.Debug("GC: {Allocated} bytes allocated, {Gen0}/{Gen1}/{Gen2} collections, heap {Heap}", GC.GetTotalAllocatedBytes(), GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2), GC.GetGCMemoryInfo().HeapSizeBytes);
             if (json) WriteBackupJson(result);
             else PrintBackup(result);
         }

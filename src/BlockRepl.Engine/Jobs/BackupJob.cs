@@ -223,9 +223,17 @@ public sealed class BackupJob
         var ct = cts.Token;
         using var free = new BlockingCollection<byte[]>(bufferCount);
         using var work = new BlockingCollection<Batch>(bufferCount);
-        using var toPack = new BlockingCollection<PackItem>(64);
+        // Compressed chunks waiting for the packer. Their buffers come from a fixed free list, allocated
+        // once: the shared ArrayPool keeps only a few arrays per size per core, so with dozens in flight
+        // it would allocate on most rents.
+        const int packQueue = 32;
+        using var toPack = new BlockingCollection<PackItem>(packQueue);
+        int outCount = packQueue + workers * 2;
+        using var freeOut = new BlockingCollection<byte[]>(outCount);
+        int maxEncoded = Lz4Block.MaxEncodedLength(_repo.ChunkSize);
+        for (int i = 0; i < outCount; i++) freeOut.Add(GC.AllocateUninitializedArray<byte>(maxEncoded));
         var buffers = new byte[bufferCount][];
-        for (int i = 0; i < bufferCount; i++) { buffers[i] = ArrayPool<byte>.Shared.Rent(BatchSize); free.Add(buffers[i]); }
+        for (int i = 0; i < bufferCount; i++) { buffers[i] = GC.AllocateUninitializedArray<byte>(BatchSize); free.Add(buffers[i]); }
         Exception? failure = null;
         void Fail(Exception e)
         {
@@ -247,7 +255,7 @@ public sealed class BackupJob
         {
             workerThreads[w] = new Thread(() =>
             {
-                try { WorkLoop(source, oldMap, newMap, work, free, toPack, c, ct); }
+                try { WorkLoop(source, oldMap, newMap, work, free, toPack, freeOut, c, ct); }
                 catch (OperationCanceledException) { }
                 catch (Exception e) { Fail(e); }
                 finally { if (Interlocked.Decrement(ref running) == 0) toPack.CompleteAdding(); }
@@ -261,7 +269,7 @@ public sealed class BackupJob
                 foreach (var item in toPack.GetConsumingEnumerable(ct))
                 {
                     try { packs.Add(BlobType.Data, item.Id, item.Buffer.AsSpan(0, item.Length), item.RawLength, item.Compression); }
-                    finally { ArrayPool<byte>.Shared.Return(item.Buffer); }
+                    finally { freeOut.Add(item.Buffer); }
                     Progress.AddStored(item.Length);
                 }
             }
@@ -276,9 +284,6 @@ public sealed class BackupJob
         foreach (var t in workerThreads) t.Join();
         packer.Join();
 
-        // Return pooled buffers still queued after a failure.
-        while (toPack.TryTake(out var left)) ArrayPool<byte>.Shared.Return(left.Buffer);
-        foreach (var b in buffers) ArrayPool<byte>.Shared.Return(b);
         if (failure is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(failure).Throw();
         outerCt.ThrowIfCancellationRequested();
     }
@@ -307,14 +312,13 @@ public sealed class BackupJob
     }
 
     private void WorkLoop(BlockSource source, SafeFileHandle? oldMap, SafeFileHandle newMap, BlockingCollection<Batch> work,
-        BlockingCollection<byte[]> free, BlockingCollection<PackItem> toPack, Counters total, CancellationToken ct)
+        BlockingCollection<byte[]> free, BlockingCollection<PackItem> toPack, BlockingCollection<byte[]> freeOut, Counters total, CancellationToken ct)
     {
         int chunkSize = _repo.ChunkSize;
         int perBatch = BatchSize / chunkSize;
         int chunksPerBlock = Math.Max(1, ChunkGeometry.BlockSize / chunkSize);
         var oldEntries = new byte[perBatch * ChangeMap.EntrySize];
         var newEntries = new byte[perBatch * ChangeMap.EntrySize];
-        int maxEncoded = Lz4Block.MaxEncodedLength(chunkSize);
         var index = _repo.Index;
 
         foreach (var batch in work.GetConsumingEnumerable(ct))
@@ -354,7 +358,7 @@ public sealed class BackupJob
                         isChanged = id != oldId;
                         if (index.TryClaim(id, BlobType.Data))
                         {
-                            var outBuf = ArrayPool<byte>.Shared.Rent(maxEncoded);
+                            var outBuf = freeOut.Take(ct);
                             if (Lz4Block.TryEncode(data, outBuf, out int written))
                                 toPack.Add(new PackItem(id, outBuf, written, data.Length, BlobCompression.Lz4), ct);
                             else
