@@ -228,19 +228,19 @@ run_step() { # run_step TOOL STEP
   case "$tool:$step" in
     blockrepl:init)
       [ "$cli_has_init" = 1 ] || return 0   # otherwise the first backup creates the repository
-      measure "$tool" "$step" "$repo" blockrepl init --repo "$repo" || true ;;
+      measure "$tool" "$step" "$repo" "${BLOCKREPL_CMD[@]}" init --repo "$repo" || true ;;
     restic:init)
       measure "$tool" "$step" "$repo" restic -r "$repo" init || true ;;
     blockrepl:full|blockrepl:incremental)
       prepare backup
-      measure "$tool" "$step" "$repo" blockrepl backup "$IMG" --repo "$repo" --json || true ;;
+      measure "$tool" "$step" "$repo" "${BLOCKREPL_CMD[@]}" backup "$IMG" --repo "$repo" --json || true ;;
     restic:full|restic:incremental)
       prepare backup
       measure "$tool" "$step" "$repo" restic -r "$repo" backup --host "$RESTIC_HOST" --json "$IMG" || true ;;
     blockrepl:restore)
       rm -rf "$target"; mkdir -p "$target"
       prepare
-      measure "$tool" "$step" "$repo" blockrepl restore latest --repo "$repo" --to "$target/volume.img" || true
+      measure "$tool" "$step" "$repo" "${BLOCKREPL_CMD[@]}" restore latest --repo "$repo" --to "$target/volume.img" || true
       verify "$tool" "$target/volume.img" "$target" ;;
     restic:restore)
       rm -rf "$target"; mkdir -p "$target"

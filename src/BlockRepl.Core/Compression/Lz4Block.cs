@@ -25,7 +25,7 @@ public static class Lz4Block
     public static bool TryEncode(ReadOnlySpan<byte> source, Span<byte> destination, out int written)
     {
         // LZ4Codec.Encode returns -1 (or 0) when destination is too small: never trust it blindly.
-        int limit = Math.Min(destination.Length, source.Length - (source.Length >> 5));
+        int limit = Math.Min(destination.Length, source.Length - ((source.Length + 31) >> 5));
         written = limit <= 0 ? -1 : LZ4Codec.Encode(source, destination[..limit], LZ4Level.L00_FAST);
         if (written <= 0) { written = 0; return false; }
         return true;

@@ -85,7 +85,7 @@ public sealed class RepoConfig
     }
 }
 
-[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, WriteIndented = false)]
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, WriteIndented = false, RespectNullableAnnotations = true)]
 [JsonSerializable(typeof(Manifest))]
 [JsonSerializable(typeof(RepoConfig))]
 internal sealed partial class FormatJsonContext : JsonSerializerContext;

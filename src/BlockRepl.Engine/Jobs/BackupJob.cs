@@ -118,7 +118,9 @@ public sealed class BackupJob
             using (var newMap = ChangeMap.CreateWorking(workPath, chunkCount))
             {
                 Progress.Phase = mode == "FULL" ? "full backup" : mode == "RESCAN" ? "rescan" : "incremental";
+                _log.Debug("{Mode} of {Source}: prepared in {Ms} ms", mode, source.Path, started.ElapsedMilliseconds);
                 RunPipeline(source, oldMap, newMap, packs, c, ct);
+                _log.Debug("scan finished at {Ms} ms", started.ElapsedMilliseconds);
                 oldMap?.Dispose();
                 oldMap = null;
 
@@ -128,6 +130,7 @@ public sealed class BackupJob
                 BuildTree(newMap, chunkCount, tree);
                 var root = tree.Finish();
                 await packs.FlushAsync().ConfigureAwait(false);
+                _log.Debug("tree built and packs durable at {Ms} ms", started.ElapsedMilliseconds);
 
                 manifest = new Manifest
                 {
@@ -170,6 +173,7 @@ public sealed class BackupJob
             }
             File.Move(workPath, mapPath, overwrite: true);
             LinuxFile.FsyncDirectory(_options.StateDir);
+            _log.Debug("committed at {Ms} ms", started.ElapsedMilliseconds);
         }
         catch
         {
