@@ -68,7 +68,12 @@ public sealed class BackupJob
         Progress.TotalBytes = size;
         Progress.Phase = "preparing";
 
-        Directory.CreateDirectory(_options.StateDir);
+        if (File.Exists(_options.StateDir))
+            throw new UsageException($"state directory '{_options.StateDir}' is a file; give a directory with --state-dir");
+        try { Directory.CreateDirectory(_options.StateDir); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        { throw new UsageException($"cannot create state directory '{_options.StateDir}': {e.Message}"); }
+        if (_repo.Backend is LocalBackend local) local.CleanupStaleTemp(TimeSpan.FromDays(1));
         string mapName = ChangeMap.FileName(_repo.Config.RepoId, source.SourceKey);
         string mapPath = Path.Combine(_options.StateDir, mapName);
         string workPath = mapPath + ".new";
