@@ -100,6 +100,7 @@ internal static class Commands
         w.WriteNumber("chunkSize", m.ChunkSize);
         w.WriteNumber("scannedBytes", s.ScannedBytes);
         w.WriteNumber("zeroBytes", s.ZeroBytes);
+        w.WriteNumber("holeBytes", s.HoleBytes);
         w.WriteNumber("changedBytes", s.ChangedBytes);
         w.WriteNumber("changedChunks", s.ChangedChunks);
         w.WriteNumber("changedBlocks", s.ChangedBlocks);

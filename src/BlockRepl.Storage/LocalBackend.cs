@@ -131,8 +131,10 @@ public sealed class LocalBackend : IBackend
     {
         if (_readHandles.TryRemove(key, out var h)) h.Dispose();
         string path = PathOf(key);
+        string dir = Path.GetDirectoryName(path)!;
+        if (!Directory.Exists(dir)) return ValueTask.CompletedTask;   // already gone
         File.Delete(path);
-        LinuxFile.FsyncDirectory(Path.GetDirectoryName(path)!);
+        LinuxFile.FsyncDirectory(dir);
         return ValueTask.CompletedTask;
     }
 

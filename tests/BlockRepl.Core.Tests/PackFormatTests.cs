@@ -36,7 +36,25 @@ public class PackFormatTests
     {
         PackFormat.CheckHeader(pack, "pack p");
         var (tableOffset, count, checksum) = PackFormat.ReadTrailer(pack.AsSpan(pack.Length - PackFormat.TrailerSize), pack.Length, "pack p");
-        return PackFormat.ReadTable(pack.AsSpan((int)tableOffset, pack.Length - PackFormat.TrailerSize - (int)tableOffset), count, checksum, tableOffset, "pack p");
+        return PackFormat.ReadTable(pack.AsSpan((int)tableOffset, pack.Length - PackFormat.TrailerSize - (int)tableOffset), pack.AsSpan(pack.Length - PackFormat.TrailerSize), count, checksum, tableOffset, "pack p");
+    }
+
+    [Theory]
+    [InlineData(12)] // version
+    [InlineData(14)] // reserved
+    public void FlipInTrailerVersionOrReservedFieldIsDetected(int offset)
+    {
+        var (pack, _, _) = BuildPack(3);
+        pack[pack.Length - PackFormat.TrailerSize + offset] ^= 0x01;
+        Assert.Throws<CorruptDataException>(() => Parse(pack));
+    }
+
+    [Fact]
+    public void NonZeroHeaderReservedBytesAreDetected()
+    {
+        var (pack, _, _) = BuildPack(1);
+        pack[10] = 1;
+        Assert.Throws<CorruptDataException>(() => PackFormat.CheckHeader(pack, "p"));
     }
 
     [Fact]
@@ -197,7 +215,8 @@ public class PackFormatTests
         var (pack, _, _) = BuildPack(2);
         var (tableOffset, count, checksum) = PackFormat.ReadTrailer(pack.AsSpan(pack.Length - PackFormat.TrailerSize), pack.Length, "p");
         var table = pack.AsSpan((int)tableOffset, count * BlobEntry.Size).ToArray();
-        Assert.Throws<CorruptDataException>(() => PackFormat.ReadTable(table.AsSpan(0, table.Length - 1), count, checksum, tableOffset, "p"));
-        Assert.Throws<CorruptDataException>(() => PackFormat.ReadTable(table, count + 1, checksum, tableOffset, "p"));
+        var trailer = pack.AsSpan(pack.Length - PackFormat.TrailerSize).ToArray();
+        Assert.Throws<CorruptDataException>(() => PackFormat.ReadTable(table.AsSpan(0, table.Length - 1), trailer, count, checksum, tableOffset, "p"));
+        Assert.Throws<CorruptDataException>(() => PackFormat.ReadTable(table, trailer, count + 1, checksum, tableOffset, "p"));
     }
 }

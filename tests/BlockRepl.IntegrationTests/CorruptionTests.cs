@@ -120,12 +120,7 @@ public sealed class CorruptionTests(CorruptionFixture f) : IClassFixture<Corrupt
         Assert.Equal(Sorted(f.IdA, f.IdB), Sorted(Cli.AffectedIds(report)));
     }
 
-    public const string RestoreExit130Bug =
-        "Product bug: RestoreJob.RunAsync (src/BlockRepl.Engine/Jobs/RestoreJob.cs:152-155) rethrows the OperationCanceledException " +
-        "of the producer (or of a cancelled worker, Task.WhenAll order) instead of the worker's CorruptDataException, so restoring " +
-        "a point with a bad data blob exits 130 'interrupted' instead of 7. Un-skip when fixed.";
-
-    [Theory(Skip = RestoreExit130Bug)]
+    [Theory]
     [InlineData("first")]
     [InlineData("last")]
     public void RestoreOfPointWithBadDataChunk_Exits7_AndLeavesNoFile(string which)
@@ -205,9 +200,7 @@ public sealed class CorruptionTests(CorruptionFixture f) : IClassFixture<Corrupt
         Assert.Equal(1, report.Long("snapshots"));
     }
 
-    [Fact(Skip = "Design question for the lead: Repo.FindSnapshotAsync (src/BlockRepl.Engine/Repository/Repo.cs:171) lists manifests " +
-        "with onCorrupt = null, so one unreadable manifest makes 'restore' of every other, healthy point fail with exit 7. " +
-        "snapshots and backup already skip unreadable manifests (b418448); restore by id/prefix should too. Un-skip when decided.")]
+    [Fact]
     public void CorruptManifest_DoesNotBlockRestoreOfAnotherPoint()
     {
         using var t = new TempDir("br-corrupt");

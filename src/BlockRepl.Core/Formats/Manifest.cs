@@ -8,6 +8,8 @@ public sealed class ManifestStats
 {
     public long ScannedBytes { get; set; }
     public long ZeroBytes { get; set; }
+    /// <summary>Part of <see cref="ZeroBytes"/> skipped without reading (holes of sparse images).</summary>
+    public long HoleBytes { get; set; }
     public long ChangedBytes { get; set; }
     public long NewBytes { get; set; }
     public long StoredBytes { get; set; }
@@ -54,8 +56,11 @@ public sealed class Manifest
         Manifest? m = null;
         try { m = JsonSerializer.Deserialize(payload, FormatJsonContext.Default.Manifest); }
         catch (JsonException e) { ThrowHelper.ThrowCorrupt(what, e.Message); }
-        if (m is null || m.Size < 0 || m.ChunkSize <= 0 || m.TreeLevels < 1 || m.LeafFanout <= 0 || m.NodeFanout <= 0)
+        if (m is null || m.Size < 0 || !ChunkGeometry.IsValidChunkSize(m.ChunkSize) || m.LeafFanout is <= 0 or > 65535 || m.NodeFanout is <= 1 or > 65535
+            || m.TreeLevels != ChunkGeometry.TreeLevels(ChunkGeometry.ChunkCount(m.Size, m.ChunkSize), m.LeafFanout, m.NodeFanout))
             ThrowHelper.ThrowCorrupt(what, "invalid manifest fields");
+        try { ChunkId.Parse(m.Root); }
+        catch (FormatException) { ThrowHelper.ThrowCorrupt(what, "invalid root id"); }
         return m;
     }
 }

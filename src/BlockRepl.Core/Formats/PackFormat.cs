@@ -9,7 +9,7 @@ namespace BlockRepl.Core.Formats;
 /// header  16 B: "BRPACK" | u16 version | u64 reserved
 /// blobs        stored bytes, back to back
 /// table   n×64 B: BlobEntry
-/// trailer 32 B: u64 tableOffset | u32 count | u16 version | u16 reserved | u64 xxh3(table) | "BRPKEND\0"
+/// trailer 32 B: u64 tableOffset | u32 count | u16 version | u16 reserved | u64 xxh3(table ‖ trailer[0..16)) | "BRPKEND\0"
 /// </code>
 /// </summary>
 public static class PackFormat
@@ -29,7 +29,7 @@ public static class PackFormat
 
     public static void CheckHeader(ReadOnlySpan<byte> s, string what)
     {
-        if (s.Length < HeaderSize || !s[..6].SequenceEqual(HeaderMagic))
+        if (s.Length < HeaderSize || !s[..6].SequenceEqual(HeaderMagic) || s[8..HeaderSize].IndexOfAnyExcept((byte)0) >= 0)
             ThrowHelper.ThrowCorrupt(what, "bad pack header");
         ushort v = BinaryPrimitives.ReadUInt16LittleEndian(s[6..]);
         if (v > Version) ThrowHelper.ThrowUnsupportedVersion(what, v, Version);
@@ -46,7 +46,7 @@ public static class PackFormat
         BinaryPrimitives.WriteInt64LittleEndian(t, tableOffset);
         BinaryPrimitives.WriteInt32LittleEndian(t[8..], entries.Length);
         BinaryPrimitives.WriteUInt16LittleEndian(t[12..], Version);
-        BinaryPrimitives.WriteUInt64LittleEndian(t[16..], Checksum.Compute(buf.AsSpan(0, tableLen)));
+        BinaryPrimitives.WriteUInt64LittleEndian(t[16..], Checksum.Compute(buf.AsSpan(0, tableLen + 16)));
         TrailerMagic.CopyTo(t[24..]);
         return buf;
     }
@@ -58,17 +58,26 @@ public static class PackFormat
             ThrowHelper.ThrowCorrupt(what, "bad pack trailer");
         long tableOffset = BinaryPrimitives.ReadInt64LittleEndian(trailer);
         int count = BinaryPrimitives.ReadInt32LittleEndian(trailer[8..]);
-        ushort v = BinaryPrimitives.ReadUInt16LittleEndian(trailer[12..]);
-        if (v > Version) ThrowHelper.ThrowUnsupportedVersion(what, v, Version);
         if (count < 0 || tableOffset < HeaderSize || tableOffset + (long)count * BlobEntry.Size + TrailerSize != packLength)
             ThrowHelper.ThrowCorrupt(what, "pack trailer does not match the pack's length");
         return (tableOffset, count, BinaryPrimitives.ReadUInt64LittleEndian(trailer[16..]));
     }
 
-    public static BlobEntry[] ReadTable(ReadOnlySpan<byte> table, int count, ulong checksum, long tableOffset, string what)
+    /// <summary>
+    /// Checks the table and the trailer's first 16 bytes against the trailer checksum, then the version,
+    /// and parses the entries.
+    /// </summary>
+    public static BlobEntry[] ReadTable(ReadOnlySpan<byte> table, ReadOnlySpan<byte> trailer, int count, ulong checksum, long tableOffset, string what)
     {
-        if (table.Length != count * BlobEntry.Size || Checksum.Compute(table) != checksum)
+        var hasher = new System.IO.Hashing.XxHash3();
+        hasher.Append(table);
+        hasher.Append(trailer[..16]);
+        if (table.Length != count * BlobEntry.Size || hasher.GetCurrentHashAsUInt64() != checksum)
             ThrowHelper.ThrowCorrupt(what, "pack table checksum mismatch");
+        if (BinaryPrimitives.ReadUInt16LittleEndian(trailer[14..]) != 0)
+            ThrowHelper.ThrowCorrupt(what, "pack trailer reserved field is not zero");
+        ushort v = BinaryPrimitives.ReadUInt16LittleEndian(trailer[12..]);
+        if (v > Version) ThrowHelper.ThrowUnsupportedVersion(what, v, Version);
         var entries = new BlobEntry[count];
         for (int i = 0; i < count; i++)
         {

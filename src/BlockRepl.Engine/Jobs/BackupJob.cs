@@ -157,6 +157,7 @@ public sealed class BackupJob
                 var stats = manifest.Stats;
                 stats.ScannedBytes = size;
                 stats.ZeroBytes = c.Zero + c.Holes;
+                stats.HoleBytes = c.Holes;
                 stats.ChangedBytes = c.Changed;
                 stats.ChangedChunks = c.ChangedChunks;
                 stats.ChangedBlocks = c.ChangedBlocks;

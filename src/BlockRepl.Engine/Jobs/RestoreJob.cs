@@ -150,7 +150,17 @@ public sealed class RestoreJob(Repo repo, ILogger log, int workers = 0)
                         return Task.CompletedTask;
                     }, null, cts.Token);
                 try { await producer.ConfigureAwait(false); }
-                catch { cts.Cancel(); throw; }
+                catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+                {
+                    // A worker failed and cancelled the walk: its error (awaited below) is the one to report.
+                }
+                catch
+                {
+                    cts.Cancel();
+                    channel.Writer.TryComplete();
+                    try { await Task.WhenAll(tasks).ConfigureAwait(false); } catch { /* the walk's error wins */ }
+                    throw;
+                }
                 finally { channel.Writer.TryComplete(); }
                 await Task.WhenAll(tasks).ConfigureAwait(false);
 

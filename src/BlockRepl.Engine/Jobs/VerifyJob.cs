@@ -162,7 +162,7 @@ public sealed class VerifyJob(IBackend backend)
             var (tableOffset, count, sum) = PackFormat.ReadTrailer(trailer, p.PackLength, $"pack {key}");
             var table = new byte[count * BlobEntry.Size];
             await backend.ReadExactlyAtAsync(key, tableOffset, table, ct).ConfigureAwait(false);
-            var entries = PackFormat.ReadTable(table, count, sum, tableOffset, $"pack {key}");
+            var entries = PackFormat.ReadTable(table, trailer, count, sum, tableOffset, $"pack {key}");
             if (!entries.AsSpan().SequenceEqual(p.Entries))
                 problems.Add($"pack {key}: its table does not match the index");
         }

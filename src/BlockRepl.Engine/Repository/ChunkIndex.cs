@@ -66,6 +66,8 @@ public sealed class ChunkIndex
     /// </summary>
     public bool TryClaim(in ChunkId id, BlobType type)
     {
+        // The zero id means "all-zero content, never stored"; it also marks empty slots here.
+        if (id.IsZero) throw new ArgumentException("the zero id is never stored", nameof(id));
         lock (_lock)
         {
             if (Find(id) >= 0) return false;

@@ -168,15 +168,22 @@ public sealed class Repo : IAsyncDisposable
     /// <summary>Finds a recovery point by "latest", a full id or a unique prefix of at least 4 characters.</summary>
     public async Task<Manifest> FindSnapshotAsync(string idOrLatest, CancellationToken ct = default)
     {
-        var all = await ListSnapshotsAsync(null, ct).ConfigureAwait(false);
+        // An unreadable manifest must not block restoring the others; it only makes "latest" ambiguous.
+        var unreadable = new List<string>();
+        var all = await ListSnapshotsAsync((key, e) => unreadable.Add(e.Message), ct).ConfigureAwait(false);
         if (idOrLatest == "latest")
+        {
+            if (unreadable.Count > 0)
+                throw new CorruptDataException("latest recovery point", $"cannot be determined: {unreadable[0]}; give an id (see 'blockrepl snapshots')");
             return all.Count > 0 ? all[^1] : throw new NotFoundException($"repository {Location} has no recovery points yet");
+        }
         if (idOrLatest.Length < 4)
             throw new NotFoundException($"recovery point '{idOrLatest}': give at least 4 characters of its id, or 'latest'");
         var matches = all.Where(m => m.Id.StartsWith(idOrLatest, StringComparison.OrdinalIgnoreCase)).ToList();
         return matches.Count switch
         {
             1 => matches[0],
+            0 when unreadable.Count > 0 => throw new CorruptDataException($"recovery point '{idOrLatest}'", $"not found among the readable ones; {unreadable.Count} manifest(s) are unreadable, first: {unreadable[0]}"),
             0 => throw new NotFoundException($"recovery point '{idOrLatest}' not found in {Location} (see 'blockrepl snapshots')"),
             _ => throw new NotFoundException($"recovery point prefix '{idOrLatest}' is ambiguous ({matches.Count} match); give more characters"),
         };
