@@ -154,7 +154,14 @@ public class PackFormatTests
     public void NewerTrailerVersionIsUnsupported()
     {
         var (pack, _, _) = BuildPack(1);
-        BinaryPrimitives.WriteUInt16LittleEndian(pack.AsSpan(pack.Length - PackFormat.TrailerSize + 12), 2);
+        int trailer = pack.Length - PackFormat.TrailerSize;
+        BinaryPrimitives.WriteUInt16LittleEndian(pack.AsSpan(trailer + 12), 2);
+        // A genuine newer pack: its checksum covers the table and the trailer head with the new version.
+        long tableOffset = BinaryPrimitives.ReadInt64LittleEndian(pack.AsSpan(trailer));
+        var hasher = new System.IO.Hashing.XxHash3();
+        hasher.Append(pack.AsSpan((int)tableOffset, trailer - (int)tableOffset));
+        hasher.Append(pack.AsSpan(trailer, 16));
+        BinaryPrimitives.WriteUInt64LittleEndian(pack.AsSpan(trailer + 16), hasher.GetCurrentHashAsUInt64());
         Assert.Throws<UnsupportedFormatException>(() => Parse(pack));
     }
 

@@ -25,6 +25,8 @@ public sealed class Repo : IAsyncDisposable
     }
 
     public IBackend Backend { get; }
+    // Pack ordinal → object key, so reading a blob builds no strings.
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<int, string> _packKeys = new();
     public RepoConfig Config { get; }
     public ChunkIndex Index { get; } = new();
     public int ChunkSize => Config.ChunkSize;
@@ -101,8 +103,7 @@ public sealed class Repo : IAsyncDisposable
     public async ValueTask ReadBlobAsync(ChunkId id, BlobLocation loc, Memory<byte> destination, Memory<byte> scratch, CancellationToken ct = default)
     {
         if (loc.IsPending) throw new InvalidOperationException($"blob {id} is not durable yet");
-        var (pack, _) = Index.PackAt(loc.Pack);
-        string key = PackKey(pack);
+        string key = _packKeys.GetOrAdd(loc.Pack, static (ord, index) => PackKey(index.PackAt(ord).Id), Index);
         if (destination.Length != loc.RawLength || scratch.Length < loc.StoredLength)
             ThrowHelper.ThrowBufferTooSmall(nameof(destination));
         Memory<byte> stored = loc.Compression == BlobCompression.None ? destination : scratch[..loc.StoredLength];
