@@ -38,7 +38,9 @@ public sealed class LocalBackend : IBackend
         string tmpDir = Path.Combine(_root, TempDirectory);
         Directory.CreateDirectory(tmpDir);
         string tmp = Path.Combine(tmpDir, $"{Environment.ProcessId}-{Guid.NewGuid():N}.tmp");
-        var stream = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, bufferSize: 1 << 20, FileOptions.None);
+        // Unbuffered: callers write whole blobs or whole small objects, and a per-object FileStream buffer
+        // (allocated anew for each stream) was most of a backup's garbage.
+        var stream = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, bufferSize: 0, FileOptions.None);
         return ValueTask.FromResult<IObjectUpload>(new LocalUpload(key, final, tmp, stream));
     }
 

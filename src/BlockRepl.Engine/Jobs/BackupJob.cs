@@ -1,5 +1,4 @@
 using System.Buffers;
-using System.Collections.Concurrent;
 using System.Diagnostics;
 using BlockRepl.Core;
 using BlockRepl.Core.Compression;
@@ -231,19 +230,20 @@ public sealed class BackupJob
         int bufferCount = workers * 2 + 2;
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(outerCt);
         var ct = cts.Token;
-        using var free = new BlockingCollection<byte[]>(bufferCount);
-        using var work = new BlockingCollection<Batch>(bufferCount);
+        var free = new BoundedQueue<byte[]>(bufferCount);
+        var work = new BoundedQueue<Batch>(bufferCount);
         // Compressed chunks waiting for the packer. Their buffers come from a fixed free list, allocated
         // once: the shared ArrayPool keeps only a few arrays per size per core, so with dozens in flight
         // it would allocate on most rents.
         const int packQueue = 32;
-        using var toPack = new BlockingCollection<PackItem>(packQueue);
+        var toPack = new BoundedQueue<PackItem>(packQueue);
         int outCount = packQueue + workers * 2;
-        using var freeOut = new BlockingCollection<byte[]>(outCount);
+        var freeOut = new BoundedQueue<byte[]>(outCount);
         int maxEncoded = Lz4Block.MaxEncodedLength(_repo.ChunkSize);
         for (int i = 0; i < outCount; i++) freeOut.Add(GC.AllocateUninitializedArray<byte>(maxEncoded));
         var buffers = new byte[bufferCount][];
         for (int i = 0; i < bufferCount; i++) { buffers[i] = GC.AllocateUninitializedArray<byte>(BatchSize); free.Add(buffers[i]); }
+        using var cancelQueues = ct.Register(() => { free.Cancel(); work.Cancel(); toPack.Cancel(); freeOut.Cancel(); });
         Exception? failure = null;
         void Fail(Exception e)
         {
@@ -256,7 +256,7 @@ public sealed class BackupJob
             try { ReadLoop(source, free, work, c, ct); }
             catch (OperationCanceledException) { }
             catch (Exception e) { Fail(e); }
-            finally { work.CompleteAdding(); }
+            finally { work.Complete(); }
         }) { Name = "blockrepl-reader", IsBackground = true };
 
         var workerThreads = new Thread[workers];
@@ -268,7 +268,7 @@ public sealed class BackupJob
                 try { WorkLoop(source, oldMap, newMap, work, free, toPack, freeOut, c, ct); }
                 catch (OperationCanceledException) { }
                 catch (Exception e) { Fail(e); }
-                finally { if (Interlocked.Decrement(ref running) == 0) toPack.CompleteAdding(); }
+                finally { if (Interlocked.Decrement(ref running) == 0) toPack.Complete(); }
             }) { Name = $"blockrepl-worker-{w}", IsBackground = true };
         }
 
@@ -276,7 +276,7 @@ public sealed class BackupJob
         {
             try
             {
-                foreach (var item in toPack.GetConsumingEnumerable(ct))
+                while (toPack.TryTake(out var item))
                 {
                     try { packs.Add(BlobType.Data, item.Id, item.Buffer.AsSpan(0, item.Length), item.RawLength, item.Compression); }
                     finally { freeOut.Add(item.Buffer); }
@@ -298,7 +298,7 @@ public sealed class BackupJob
         outerCt.ThrowIfCancellationRequested();
     }
 
-    private void ReadLoop(BlockSource source, BlockingCollection<byte[]> free, BlockingCollection<Batch> work, Counters c, CancellationToken ct)
+    private void ReadLoop(BlockSource source, BoundedQueue<byte[]> free, BoundedQueue<Batch> work, Counters c, CancellationToken ct)
     {
         long size = source.Size;
         long pos = 0;
@@ -310,19 +310,20 @@ public sealed class BackupJob
             if (start < pos) start = pos;
             c.Holes += start - pos;
             int len = (int)Math.Min(BatchSize, size - start);
-            var buf = free.Take(ct);
+            ct.ThrowIfCancellationRequested();
+            free.TryTake(out var buf);
             int n = source.ReadAt(buf.AsSpan(0, len), start);
             if (n != len)
                 throw new SourceException($"source '{source.Path}' ended at {start + n} bytes, expected {size}: was it truncated during the backup?");
             pos = start + len;
             Progress.DoneBytes = pos;
-            work.Add(new Batch(buf, start, len), ct);
+            work.Add(new Batch(buf, start, len));
         }
         Progress.DoneBytes = size;
     }
 
-    private void WorkLoop(BlockSource source, SafeFileHandle? oldMap, SafeFileHandle newMap, BlockingCollection<Batch> work,
-        BlockingCollection<byte[]> free, BlockingCollection<PackItem> toPack, BlockingCollection<byte[]> freeOut, Counters total, CancellationToken ct)
+    private void WorkLoop(BlockSource source, SafeFileHandle? oldMap, SafeFileHandle newMap, BoundedQueue<Batch> work,
+        BoundedQueue<byte[]> free, BoundedQueue<PackItem> toPack, BoundedQueue<byte[]> freeOut, Counters total, CancellationToken ct)
     {
         int chunkSize = _repo.ChunkSize;
         int perBatch = BatchSize / chunkSize;
@@ -331,7 +332,7 @@ public sealed class BackupJob
         var newEntries = new byte[perBatch * ChangeMap.EntrySize];
         var index = _repo.Index;
 
-        foreach (var batch in work.GetConsumingEnumerable(ct))
+        while (work.TryTake(out var batch))
         {
             long firstChunk = batch.Offset / chunkSize;
             int n = (batch.Length + chunkSize - 1) / chunkSize;
@@ -368,13 +369,13 @@ public sealed class BackupJob
                         isChanged = id != oldId;
                         if (index.TryClaim(id, BlobType.Data))
                         {
-                            var outBuf = freeOut.Take(ct);
+                            freeOut.TryTake(out var outBuf);
                             if (Lz4Block.TryEncode(data, outBuf, out int written))
-                                toPack.Add(new PackItem(id, outBuf, written, data.Length, BlobCompression.Lz4), ct);
+                                toPack.Add(new PackItem(id, outBuf!, written, data.Length, BlobCompression.Lz4));
                             else
                             {
                                 data.CopyTo(outBuf);
-                                toPack.Add(new PackItem(id, outBuf, data.Length, data.Length, BlobCompression.None), ct);
+                                toPack.Add(new PackItem(id, outBuf!, data.Length, data.Length, BlobCompression.None));
                             }
                             fresh += data.Length;
                             freshChunks++;
@@ -392,7 +393,7 @@ public sealed class BackupJob
             }
             RandomAccess.Write(newMap, newEntries.AsSpan(0, entryBytes), ChangeMap.EntryOffset(firstChunk));
             if (_options.DropSourceCache) source.DropCache(batch.Offset, batch.Length);
-            free.Add(batch.Buffer, ct);
+            free.Add(batch.Buffer);
             Interlocked.Add(ref total.Zero, zero);
             Interlocked.Add(ref total.Changed, changed);
             Interlocked.Add(ref total.ChangedChunks, changedChunks);
