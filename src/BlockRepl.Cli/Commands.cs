@@ -15,6 +15,14 @@ internal static class Commands
     private static Args Parse(string[] argv, string[] values, string[] flags) =>
         Args.Parse(argv, new HashSet<string>(values.Append("--workers")), new HashSet<string>(flags.Concat(Common)));
 
+    /// <summary>Writes one indented JSON document to stdout, then a newline.</summary>
+    private static void WriteJson(Action<Utf8JsonWriter> write)
+    {
+        using (var w = new Utf8JsonWriter(Console.OpenStandardOutput(), new JsonWriterOptions { Indented = true }))
+            write(w);
+        Console.WriteLine();
+    }
+
     private static int Workers(Args a)
     {
         var w = a.Value("--workers");
@@ -89,37 +97,37 @@ internal static class Commands
     {
         var m = r.Manifest;
         var s = m.Stats;
-        using var w = new Utf8JsonWriter(Console.OpenStandardOutput(), new JsonWriterOptions { Indented = true });
-        w.WriteStartObject();
-        w.WriteString("id", m.Id);
-        w.WriteString("time", m.Time);
-        w.WriteString("mode", m.Mode);
-        if (m.Parent is null) w.WriteNull("parent"); else w.WriteString("parent", m.Parent);
-        w.WriteString("source", m.Source);
-        w.WriteNumber("size", m.Size);
-        w.WriteNumber("chunkSize", m.ChunkSize);
-        w.WriteNumber("scannedBytes", s.ScannedBytes);
-        w.WriteNumber("zeroBytes", s.ZeroBytes);
-        w.WriteNumber("holeBytes", s.HoleBytes);
-        w.WriteNumber("changedBytes", s.ChangedBytes);
-        w.WriteNumber("changedChunks", s.ChangedChunks);
-        w.WriteNumber("changedBlocks", s.ChangedBlocks);
-        w.WriteNumber("newBytes", s.NewBytes);
-        w.WriteNumber("newChunks", s.NewChunks);
-        w.WriteNumber("storedBytes", s.StoredBytes);
-        w.WriteNumber("metadataBytes", s.MetadataBytes);
-        w.WriteNumber("packsWritten", r.PacksWritten);
-        w.WriteNumber("putRequests", r.ObjectsWritten);
-        w.WriteNumber("seconds", s.Seconds);
-        w.WriteNumber("cpuSeconds", Math.Round(r.CpuSeconds, 3));
-        w.WriteNumber("mbPerSecond", s.Seconds > 0 ? Math.Round(s.ScannedBytes / s.Seconds / 1e6, 1) : 0);
-        if (r.RescanReason is null) w.WriteNull("rescanReason"); else w.WriteString("rescanReason", r.RescanReason);
-        w.WriteStartArray("tags");
-        foreach (var t in m.Tags) w.WriteStringValue(t);
-        w.WriteEndArray();
-        w.WriteEndObject();
-        w.Flush();
-        Console.WriteLine();
+        WriteJson(w =>
+        {
+            w.WriteStartObject();
+            w.WriteString("id", m.Id);
+            w.WriteString("time", m.Time);
+            w.WriteString("mode", m.Mode);
+            if (m.Parent is null) w.WriteNull("parent"); else w.WriteString("parent", m.Parent);
+            w.WriteString("source", m.Source);
+            w.WriteNumber("size", m.Size);
+            w.WriteNumber("chunkSize", m.ChunkSize);
+            w.WriteNumber("scannedBytes", s.ScannedBytes);
+            w.WriteNumber("zeroBytes", s.ZeroBytes);
+            w.WriteNumber("holeBytes", s.HoleBytes);
+            w.WriteNumber("changedBytes", s.ChangedBytes);
+            w.WriteNumber("changedChunks", s.ChangedChunks);
+            w.WriteNumber("changedBlocks", s.ChangedBlocks);
+            w.WriteNumber("newBytes", s.NewBytes);
+            w.WriteNumber("newChunks", s.NewChunks);
+            w.WriteNumber("storedBytes", s.StoredBytes);
+            w.WriteNumber("metadataBytes", s.MetadataBytes);
+            w.WriteNumber("packsWritten", r.PacksWritten);
+            w.WriteNumber("putRequests", r.ObjectsWritten);
+            w.WriteNumber("seconds", s.Seconds);
+            w.WriteNumber("cpuSeconds", Math.Round(r.CpuSeconds, 3));
+            w.WriteNumber("mbPerSecond", s.Seconds > 0 ? Math.Round(s.ScannedBytes / s.Seconds / 1e6, 1) : 0);
+            if (r.RescanReason is null) w.WriteNull("rescanReason"); else w.WriteString("rescanReason", r.RescanReason);
+            w.WriteStartArray("tags");
+            foreach (var t in m.Tags) w.WriteStringValue(t);
+            w.WriteEndArray();
+            w.WriteEndObject();
+        });
     }
 
     public static async Task<int> SnapshotsAsync(string[] argv, CancellationToken ct)
@@ -141,29 +149,29 @@ internal static class Commands
     {
         if (json)
         {
-            using var w = new Utf8JsonWriter(Console.OpenStandardOutput(), new JsonWriterOptions { Indented = true });
-            w.WriteStartArray();
-            foreach (var m in list)
+            WriteJson(w =>
             {
-                w.WriteStartObject();
-                w.WriteString("id", m.Id);
-                w.WriteString("time", m.Time);
-                w.WriteString("host", m.Host);
-                w.WriteString("source", m.Source);
-                w.WriteNumber("size", m.Size);
-                w.WriteString("mode", m.Mode);
-                if (m.Parent is null) w.WriteNull("parent"); else w.WriteString("parent", m.Parent);
-                w.WriteNumber("changedBytes", m.Stats.ChangedBytes);
-                w.WriteNumber("newBytes", m.Stats.NewBytes);
-                w.WriteNumber("storedBytes", m.Stats.StoredBytes);
-                w.WriteStartArray("tags");
-                foreach (var t in m.Tags) w.WriteStringValue(t);
+                w.WriteStartArray();
+                foreach (var m in list)
+                {
+                    w.WriteStartObject();
+                    w.WriteString("id", m.Id);
+                    w.WriteString("time", m.Time);
+                    w.WriteString("host", m.Host);
+                    w.WriteString("source", m.Source);
+                    w.WriteNumber("size", m.Size);
+                    w.WriteString("mode", m.Mode);
+                    if (m.Parent is null) w.WriteNull("parent"); else w.WriteString("parent", m.Parent);
+                    w.WriteNumber("changedBytes", m.Stats.ChangedBytes);
+                    w.WriteNumber("newBytes", m.Stats.NewBytes);
+                    w.WriteNumber("storedBytes", m.Stats.StoredBytes);
+                    w.WriteStartArray("tags");
+                    foreach (var t in m.Tags) w.WriteStringValue(t);
+                    w.WriteEndArray();
+                    w.WriteEndObject();
+                }
                 w.WriteEndArray();
-                w.WriteEndObject();
-            }
-            w.WriteEndArray();
-            w.Flush();
-            Console.WriteLine();
+            });
             return;
         }
         if (list.Count == 0) { Console.WriteLine($"no recovery points in {location}"); return; }
@@ -187,21 +195,21 @@ internal static class Commands
             r = await job.RunAsync(m, target, ct).ConfigureAwait(false);
         if (a.Flag("--json"))
         {
-            using var w = new Utf8JsonWriter(Console.OpenStandardOutput(), new JsonWriterOptions { Indented = true });
-            w.WriteStartObject();
-            w.WriteString("id", m.Id);
-            w.WriteString("target", r.Target);
-            w.WriteNumber("size", r.Size);
-            w.WriteNumber("writtenBytes", r.WrittenBytes);
-            w.WriteNumber("unchangedBytes", r.UnchangedBytes);
-            w.WriteNumber("zeroBytes", r.ZeroBytes);
-            w.WriteBoolean("inPlace", r.InPlace);
-            w.WriteNumber("seconds", Math.Round(r.Seconds, 3));
-            w.WriteNumber("cpuSeconds", Math.Round(r.CpuSeconds, 3));
-            w.WriteNumber("mbPerSecond", r.Seconds > 0 ? Math.Round(r.Size / r.Seconds / 1e6, 1) : 0);
-            w.WriteEndObject();
-            w.Flush();
-            Console.WriteLine();
+            WriteJson(w =>
+            {
+                w.WriteStartObject();
+                w.WriteString("id", m.Id);
+                w.WriteString("target", r.Target);
+                w.WriteNumber("size", r.Size);
+                w.WriteNumber("writtenBytes", r.WrittenBytes);
+                w.WriteNumber("unchangedBytes", r.UnchangedBytes);
+                w.WriteNumber("zeroBytes", r.ZeroBytes);
+                w.WriteBoolean("inPlace", r.InPlace);
+                w.WriteNumber("seconds", Math.Round(r.Seconds, 3));
+                w.WriteNumber("cpuSeconds", Math.Round(r.CpuSeconds, 3));
+                w.WriteNumber("mbPerSecond", r.Seconds > 0 ? Math.Round(r.Size / r.Seconds / 1e6, 1) : 0);
+                w.WriteEndObject();
+            });
         }
         else
         {
@@ -223,27 +231,27 @@ internal static class Commands
             report = await job.RunAsync(a.Flag("--read-data"), ct).ConfigureAwait(false);
         if (a.Flag("--json"))
         {
-            using var w = new Utf8JsonWriter(Console.OpenStandardOutput(), new JsonWriterOptions { Indented = true });
-            w.WriteStartObject();
-            w.WriteBoolean("ok", report.Ok);
-            w.WriteNumber("snapshots", report.Snapshots);
-            w.WriteNumber("packs", report.Packs);
-            w.WriteNumber("blobs", report.Blobs);
-            w.WriteNumber("bytesRead", report.BytesRead);
-            w.WriteStartArray("problems");
-            foreach (var p in report.Problems) w.WriteStringValue(p);
-            w.WriteEndArray();
-            w.WriteStartObject("affected");
-            foreach (var (id, list) in report.Affected)
+            WriteJson(w =>
             {
-                w.WriteStartArray(id);
-                foreach (var p in list) w.WriteStringValue(p);
+                w.WriteStartObject();
+                w.WriteBoolean("ok", report.Ok);
+                w.WriteNumber("snapshots", report.Snapshots);
+                w.WriteNumber("packs", report.Packs);
+                w.WriteNumber("blobs", report.Blobs);
+                w.WriteNumber("bytesRead", report.BytesRead);
+                w.WriteStartArray("problems");
+                foreach (var p in report.Problems) w.WriteStringValue(p);
                 w.WriteEndArray();
-            }
-            w.WriteEndObject();
-            w.WriteEndObject();
-            w.Flush();
-            Console.WriteLine();
+                w.WriteStartObject("affected");
+                foreach (var (id, list) in report.Affected)
+                {
+                    w.WriteStartArray(id);
+                    foreach (var p in list) w.WriteStringValue(p);
+                    w.WriteEndArray();
+                }
+                w.WriteEndObject();
+                w.WriteEndObject();
+            });
         }
         else
         {

@@ -52,11 +52,8 @@ public sealed class Manifest
 
     public static Manifest Deserialize(ReadOnlySpan<byte> file, string what)
     {
-        var payload = Envelope.Unwrap(file, Magic, Version, what, out _);
-        Manifest? m = null;
-        try { m = JsonSerializer.Deserialize(payload, FormatJsonContext.Default.Manifest); }
-        catch (JsonException e) { ThrowHelper.ThrowCorrupt(what, e.Message); }
-        if (m is null || m.Size < 0 || !ChunkGeometry.IsValidChunkSize(m.ChunkSize) || m.LeafFanout is <= 0 or > 65535 || m.NodeFanout is <= 1 or > 65535
+        var m = JsonEnvelope.Read(file, Magic, Version, FormatJsonContext.Default.Manifest, what);
+        if ( m.Size < 0 || !ChunkGeometry.IsValidChunkSize(m.ChunkSize) || m.LeafFanout is <= 0 or > 65535 || m.NodeFanout is <= 1 or > 65535
             || m.TreeLevels != ChunkGeometry.TreeLevels(ChunkGeometry.ChunkCount(m.Size, m.ChunkSize), m.LeafFanout, m.NodeFanout))
             ThrowHelper.ThrowCorrupt(what, "invalid manifest fields");
         try { ChunkId.Parse(m.Root); }
@@ -80,13 +77,25 @@ public sealed class RepoConfig
 
     public static RepoConfig Deserialize(ReadOnlySpan<byte> file, string what)
     {
-        var payload = Envelope.Unwrap(file, Magic, Version, what, out _);
-        RepoConfig? c = null;
-        try { c = JsonSerializer.Deserialize(payload, FormatJsonContext.Default.RepoConfig); }
-        catch (JsonException e) { ThrowHelper.ThrowCorrupt(what, e.Message); }
-        if (c is null || !ChunkGeometry.IsValidChunkSize(c.ChunkSize) || c.PackTargetSize < (1 << 20))
+        var c = JsonEnvelope.Read(file, Magic, Version, FormatJsonContext.Default.RepoConfig, what);
+        if ( !ChunkGeometry.IsValidChunkSize(c.ChunkSize) || c.PackTargetSize < (1 << 20))
             ThrowHelper.ThrowCorrupt(what, "invalid config fields");
         return c;
+    }
+}
+
+/// <summary>JSON payloads inside an <see cref="Envelope"/>: checked envelope, then a parse whose failure is corruption.</summary>
+internal static class JsonEnvelope
+{
+    public static T Read<T>(ReadOnlySpan<byte> file, ReadOnlySpan<byte> magic, ushort version, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type, string what)
+        where T : class
+    {
+        var payload = Envelope.Unwrap(file, magic, version, what, out _);
+        T? value = null;
+        try { value = JsonSerializer.Deserialize(payload, type); }
+        catch (JsonException e) { ThrowHelper.ThrowCorrupt(what, e.Message); }
+        if (value is null) ThrowHelper.ThrowCorrupt(what, "empty payload");
+        return value;
     }
 }
 

@@ -4,6 +4,7 @@ using System.Threading.Channels;
 using BlockRepl.Core;
 using BlockRepl.Core.Formats;
 using BlockRepl.Engine.Repository;
+using BlockRepl.Engine.Sources;
 using BlockRepl.Native.Linux;
 using Microsoft.Win32.SafeHandles;
 using Serilog;
@@ -107,7 +108,7 @@ public sealed class RestoreJob(Repo repo, ILogger log, int workers = 0)
                                     throw new CorruptDataException($"chunk {item.Id}", $"length {loc.RawLength}, expected {len}");
                                 var mem = data.AsMemory(0, len);
                                 await repo.ReadBlobAsync(item.Id, loc, mem, scratch, cts.Token).ConfigureAwait(false);
-                                if (inPlace && ReadFully(handle, existing.AsSpan(0, len), offset) == len && existing.AsSpan(0, len).SequenceEqual(mem.Span))
+                                if (inPlace && BlockSource.ReadFully(handle, existing.AsSpan(0, len), offset) == len && existing.AsSpan(0, len).SequenceEqual(mem.Span))
                                     Interlocked.Add(ref unchanged, len);
                                 else
                                 {
@@ -174,7 +175,7 @@ public sealed class RestoreJob(Repo repo, ILogger log, int workers = 0)
                     for (long o = offset; o < offset + len; o += m.ChunkSize)
                     {
                         int l = (int)Math.Min(m.ChunkSize, offset + len - o);
-                        if (ReadFully(h, cmpBuf.AsSpan(0, l), o) == l && ZeroDetector.IsAllZero(cmpBuf.AsSpan(0, l))) continue;
+                        if (BlockSource.ReadFully(h, cmpBuf.AsSpan(0, l), o) == l && ZeroDetector.IsAllZero(cmpBuf.AsSpan(0, l))) continue;
                         RandomAccess.Write(h, zeroBuf.AsSpan(0, l), o);
                         Interlocked.Add(ref written, l);
                     }
@@ -206,18 +207,6 @@ public sealed class RestoreJob(Repo repo, ILogger log, int workers = 0)
         try { return File.OpenHandle(path, mode, FileAccess.ReadWrite, FileShare.Read); }
         catch (UnauthorizedAccessException e) { throw new TargetException($"cannot write target '{shown}': permission denied", e); }
         catch (IOException e) { throw new TargetException($"cannot write target '{shown}': {e.Message}", e); }
-    }
-
-    private static int ReadFully(SafeFileHandle h, Span<byte> buffer, long offset)
-    {
-        int total = 0;
-        while (total < buffer.Length)
-        {
-            int n = RandomAccess.Read(h, buffer[total..], offset + total);
-            if (n == 0) break;
-            total += n;
-        }
-        return total;
     }
 
     private async Task CheckStructureAsync(Manifest m, CancellationToken ct)

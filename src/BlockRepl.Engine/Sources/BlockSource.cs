@@ -75,12 +75,15 @@ public sealed class BlockSource : IDisposable
     }
 
     /// <summary>Fills <paramref name="buffer"/> from <paramref name="offset"/> (short only at the end of the volume).</summary>
-    public int ReadAt(Span<byte> buffer, long offset)
+    public int ReadAt(Span<byte> buffer, long offset) => ReadFully(_handle, buffer, offset);
+
+    /// <summary>pread until the buffer is full or the end of the file; returns the bytes read.</summary>
+    internal static int ReadFully(SafeFileHandle handle, Span<byte> buffer, long offset)
     {
         int total = 0;
         while (total < buffer.Length)
         {
-            int n = RandomAccess.Read(_handle, buffer[total..], offset + total);
+            int n = RandomAccess.Read(handle, buffer[total..], offset + total);
             if (n == 0) break;
             total += n;
         }
