@@ -15,6 +15,16 @@ internal static class Commands
     private static Args Parse(string[] argv, string[] values, string[] flags) =>
         Args.Parse(argv, new HashSet<string>(values.Append("--workers")), new HashSet<string>(flags.Concat(Common)));
 
+    /// <summary>Runs a job while its progress is shown on stderr (unless --no-progress).</summary>
+    private static Task<T> WithProgress<T>(JobProgress progress, Args a, Func<Task<T>> run) =>
+        WithProgress(progress, !a.Flag("--no-progress"), run);
+
+    internal static async Task<T> WithProgress<T>(JobProgress progress, bool show, Func<Task<T>> run)
+    {
+        using (new ProgressPrinter(progress, show))
+            return await run().ConfigureAwait(false);
+    }
+
     /// <summary>Writes one indented JSON document to stdout, then a newline.</summary>
     private static void WriteJson(Action<Utf8JsonWriter> write)
     {
@@ -69,9 +79,7 @@ internal static class Commands
         {
             if (created) Log.Information("Created repository {Repo}", repo.Location);
             var job = new BackupJob(repo, options, Log.Logger);
-            BackupResult result;
-            using (new ProgressPrinter(job.Progress, !a.Flag("--no-progress")))
-                result = await job.RunAsync(source, ct).ConfigureAwait(false);
+            BackupResult result = await WithProgress(job.Progress, a, () => job.RunAsync(source, ct)).ConfigureAwait(false);
             Log.Debug("GC: {Allocated} bytes allocated, {Gen0}/{Gen1}/{Gen2} collections, heap {Heap}", GC.GetTotalAllocatedBytes(), GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2), GC.GetGCMemoryInfo().HeapSizeBytes);
             if (json) WriteBackupJson(result);
             else PrintBackup(result);
@@ -190,9 +198,7 @@ internal static class Commands
         await using var repo = await RepositoryLocator.OpenAsync(location, true, ct).ConfigureAwait(false);
         var m = await repo.FindSnapshotAsync(a.Positionals[0], ct).ConfigureAwait(false);
         var job = new RestoreJob(repo, Log.Logger, Workers(a));
-        RestoreResult r;
-        using (new ProgressPrinter(job.Progress, !a.Flag("--no-progress")))
-            r = await job.RunAsync(m, target, ct).ConfigureAwait(false);
+        RestoreResult r = await WithProgress(job.Progress, a, () => job.RunAsync(m, target, ct)).ConfigureAwait(false);
         if (a.Flag("--json"))
         {
             WriteJson(w =>
@@ -226,9 +232,7 @@ internal static class Commands
         string location = a.Required("--repo", "<dir>");
         await using var probe = await RepositoryLocator.OpenAsync(location, loadIndex: false, ct).ConfigureAwait(false);
         var job = new VerifyJob(probe.Backend);
-        VerifyReport report;
-        using (new ProgressPrinter(job.Progress, !a.Flag("--no-progress")))
-            report = await job.RunAsync(a.Flag("--read-data"), ct).ConfigureAwait(false);
+        VerifyReport report = await WithProgress(job.Progress, a, () => job.RunAsync(a.Flag("--read-data"), ct)).ConfigureAwait(false);
         if (a.Flag("--json"))
         {
             WriteJson(w =>

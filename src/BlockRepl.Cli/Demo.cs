@@ -60,9 +60,7 @@ internal static class Demo
             {
                 string target = Path.Combine(dir, name);
                 var job = new RestoreJob(repo, Log.Logger);
-                RestoreResult r;
-                using (new ProgressPrinter(job.Progress, progress))
-                    r = await job.RunAsync(result.Manifest, target, ct).ConfigureAwait(false);
+                RestoreResult r = await Commands.WithProgress(job.Progress, progress, () => job.RunAsync(result.Manifest, target, ct)).ConfigureAwait(false);
                 bool equal = SameContent(original, target);
                 allEqual &= equal;
                 Console.WriteLine($"restored {result.Manifest.Id[..8]} in {Format.Duration(r.Seconds)} ({Format.Rate(r.Size, r.Seconds)}): {(equal ? "identical to the source" : "DIFFERENT FROM THE SOURCE")}");
@@ -100,9 +98,7 @@ internal static class Demo
     {
         using var source = BlockSource.Open(image);
         var job = new BackupJob(repo, options, Log.Logger);
-        BackupResult r;
-        using (new ProgressPrinter(job.Progress, progress))
-            r = await job.RunAsync(source, ct).ConfigureAwait(false);
+        BackupResult r = await Commands.WithProgress(job.Progress, progress, () => job.RunAsync(source, ct)).ConfigureAwait(false);
         Commands.PrintBackup(r);
         return r;
     }
