@@ -62,7 +62,7 @@ internal static class Commands
 
     public static async Task<int> BackupAsync(string[] argv, CancellationToken ct)
     {
-        var a = Parse(argv, ["--repo", "--tag", "--state-dir", "--chunk-size"], ["--drop-cache"]);
+        var a = Parse(argv, ["--repo", "--tag", "--state-dir", "--chunk-size"], ["--drop-cache", "--direct-io"]);
         if (a.Positionals.Count != 1) throw new UsageException("backup needs exactly one source: blockrepl backup <image|device> --repo <dir>");
         string location = a.Required("--repo", "<dir>: the repository to back up into");
         bool json = a.Flag("--json");
@@ -72,6 +72,7 @@ internal static class Commands
             StateDir = a.Value("--state-dir") ?? StateDirectory.Default,
             Workers = Workers(a),
             DropSourceCache = a.Flag("--drop-cache"),
+            DirectIo = a.Flag("--direct-io"),
         };
         using var source = BlockSource.Open(a.Positionals[0]);
         var (repo, created) = await RepositoryLocator.OpenOrInitAsync(location, ChunkSize(a), ct).ConfigureAwait(false);

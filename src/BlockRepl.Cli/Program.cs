@@ -14,7 +14,7 @@ namespace BlockRepl.Cli
             blockrepl: block-level incremental backup and replication
 
             usage:
-              blockrepl backup <image|device> --repo <dir> [--tag T]... [--state-dir DIR] [--json] [--drop-cache]
+              blockrepl backup <image|device> --repo <dir> [--tag T]... [--state-dir DIR] [--json] [--drop-cache] [--direct-io]
               blockrepl snapshots --repo <dir> [--json]
               blockrepl restore <id|latest> --repo <dir> --to <file|device> [--json]
               blockrepl verify --repo <dir> [--read-data] [--json]
