@@ -23,7 +23,8 @@
 #                       needs about (3 + number of tools) × SIZE + 1 GiB free
 #   TOOLS ["blockrepl restic"]     subset to run
 #   REBUILD_IMAGE [0]   1: rebuild the cached pristine image even if present
-#   BLOCKREPL [built]   command to run blockrepl (default: the Release build of src/BlockRepl.Cli)
+#   BLOCKREPL [built]   command to run blockrepl (default: src/BlockRepl.Cli published with ReadyToRun)
+#   R2R [1]             0: use the plain `dotnet build` output instead of the ReadyToRun publish
 #   OUT [benchmarks/e2e/last-run.md]  where the report is written (also printed)
 # Exit status: nonzero when a step of either tool failed or a restore differs from the volume
 # (the report is still written, with the failure in its note column).
@@ -109,9 +110,18 @@ if [[ " $TOOLS " == *" blockrepl "* ]]; then
   if [ -n "${BLOCKREPL:-}" ]; then
     read -r -a BLOCKREPL_CMD <<<"$BLOCKREPL"
   else
-    dotnet build src/BlockRepl.Cli -c Release -nodeReuse:false -v quiet -nologo >&2 \
-      || die "could not build src/BlockRepl.Cli in Release (see the errors above); TOOLS=restic runs the baseline alone"
-    cli_dir="$ROOT/src/BlockRepl.Cli/bin/Release/net10.0"
+    # The deployed form: `dotnet publish` with ReadyToRun (README), which saves ~0.15 s of JIT per run.
+    # R2R=0 measures the plain `dotnet build` output instead.
+    if [ "${R2R:-1}" = 1 ]; then
+      cli_dir="$BENCH_DIR/blockrepl-publish"
+      dotnet publish src/BlockRepl.Cli -c Release -r linux-x64 --self-contained false -p:PublishReadyToRun=true \
+        -o "$cli_dir" -nodeReuse:false -v quiet -nologo >&2 \
+        || die "could not publish src/BlockRepl.Cli (R2R=0 uses the plain build)"
+    else
+      dotnet build src/BlockRepl.Cli -c Release -nodeReuse:false -v quiet -nologo >&2 \
+        || die "could not build src/BlockRepl.Cli in Release (see the errors above); TOOLS=restic runs the baseline alone"
+      cli_dir="$ROOT/src/BlockRepl.Cli/bin/Release/net10.0"
+    fi
     if [ -x "$cli_dir/blockrepl" ]; then
       BLOCKREPL_CMD=("$cli_dir/blockrepl")       # the apphost: no extra `dotnet` muxer process
     elif [ -f "$cli_dir/blockrepl.dll" ]; then
