@@ -1,0 +1,53 @@
+namespace BlockRepl.Storage.S3;
+
+/// <summary>How <see cref="S3Backend"/> makes writes create-only.</summary>
+public enum CreateOnlyMode
+{
+    /// <summary>
+    /// <c>If-None-Match: *</c> on PutObject and CompleteMultipartUpload: atomic on AWS S3 and on
+    /// RGW's unversioned buckets. RGW ignores it on versioned (and so Object Lock) buckets.
+    /// </summary>
+    Conditional,
+
+    /// <summary>
+    /// HeadObject before the write: for stores that ignore <c>If-None-Match</c>. Racy (two writers can
+    /// both see "absent"); see docs/s3.md for why that is acceptable for content-addressed objects.
+    /// </summary>
+    HeadThenPut,
+}
+
+/// <summary>Settings of an <see cref="S3Backend"/>. Credentials and region come from the SDK's default chain.</summary>
+public sealed record S3BackendOptions
+{
+    /// <summary>Endpoint override (<c>--endpoint-url</c>); when null, <c>AWS_ENDPOINT_URL_S3</c>, then <c>AWS_ENDPOINT_URL</c>.</summary>
+    public string? EndpointUrl { get; init; }
+
+    /// <summary>Region override; when null, the SDK chain (AWS_REGION, profile), else us-east-1 with an endpoint override.</summary>
+    public string? Region { get; init; }
+
+    /// <summary>Where uploads are spooled before they are sent; null means <see cref="Path.GetTempPath"/>.</summary>
+    public string? SpoolDirectory { get; init; }
+
+    public CreateOnlyMode CreateOnly { get; init; } = CreateOnlyMode.Conditional;
+
+    /// <summary>Uploads up to this size stay in memory; larger ones spool to a temp file.</summary>
+    public int MemorySpoolLimit { get; init; } = 1 << 20;
+
+    /// <summary>Objects larger than this are sent with a multipart upload.</summary>
+    public long MultipartThreshold { get; init; } = 64L << 20;
+
+    /// <summary>Part size of multipart uploads (S3 minimum 5 MiB, at most 10 000 parts).</summary>
+    public long PartSize { get; init; } = 16L << 20;
+
+    /// <summary>
+    /// Retries inside the SDK for each request. Kept small: <see cref="RetryingBackend"/> retries
+    /// transient failures with its own backoff, and the two multiply.
+    /// </summary>
+    public int SdkMaxErrorRetry { get; init; } = 2;
+
+    /// <summary>Time limit of one HTTP request (a 64 MiB part on a slow link needs minutes).</summary>
+    public TimeSpan RequestTimeout { get; init; } = TimeSpan.FromMinutes(10);
+
+    /// <summary>Reads environment variables; replaceable in tests.</summary>
+    public Func<string, string?> GetEnvironmentVariable { get; init; } = Environment.GetEnvironmentVariable;
+}
