@@ -27,6 +27,13 @@ RESULTS="${TEST_RESULTS_DIR:-$ROOT/TestResults/test-sh}"
 REQUIRED=(
   "mkfs.ext4 e2fsprogs"   # TestKit DiskImages.RealisticExt4
   "losetup util-linux"    # TestKit LoopDevice
+  # IntegrationTests Fixtures/RgwServer via scripts/rgw/start-rgw.sh: a single-node Ceph + RADOS
+  # Gateway as the local S3 server (about 60 MB download, 240 MB installed, no daemon started)
+  "radosgw radosgw"       # also brings radosgw-admin, ceph (ceph-common), monmaptool
+  "ceph-mon ceph-mon"
+  "ceph-osd ceph-osd"
+  "curl curl"             # start-rgw.sh readiness probe (SigV4-signed request)
+  "uuidgen uuid-runtime"  # start-rgw.sh cluster and OSD ids
 )
 
 log() { printf '==> %s\n' "$*"; }
