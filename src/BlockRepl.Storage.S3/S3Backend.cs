@@ -38,7 +38,8 @@ public sealed class S3Backend : IBackend
         _options = options;
         _spoolDirectory = options.SpoolDirectory ?? Path.GetTempPath();
         Endpoint = ResolveEndpoint(options.EndpointUrl, options.GetEnvironmentVariable);
-        _s3 = new AmazonS3Client(CreateConfig(options, Endpoint));
+        var config = CreateConfig(options, Endpoint);
+        _s3 = options.Credentials is null ? new AmazonS3Client(config) : new AmazonS3Client(options.Credentials, config);
     }
 
     public S3Location S3Location { get; }

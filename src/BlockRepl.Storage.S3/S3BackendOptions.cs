@@ -1,3 +1,5 @@
+using Amazon.Runtime;
+
 namespace BlockRepl.Storage.S3;
 
 /// <summary>How <see cref="S3Backend"/> makes writes create-only.</summary>
@@ -24,6 +26,9 @@ public sealed record S3BackendOptions
 
     /// <summary>Region override; when null, the SDK chain (AWS_REGION, profile), else us-east-1 with an endpoint override.</summary>
     public string? Region { get; init; }
+
+    /// <summary>Explicit credentials (embedding, tests); null means the SDK default chain, as the AWS CLI.</summary>
+    public AWSCredentials? Credentials { get; init; }
 
     /// <summary>Where uploads are spooled before they are sent; null means <see cref="Path.GetTempPath"/>.</summary>
     public string? SpoolDirectory { get; init; }
