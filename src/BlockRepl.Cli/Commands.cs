@@ -13,7 +13,7 @@ internal static class Commands
     private static readonly HashSet<string> Common = ["--verbose", "--no-progress", "--json"];
 
     private static Args Parse(string[] argv, string[] values, string[] flags) =>
-        Args.Parse(argv, new HashSet<string>(values.Append("--workers")), new HashSet<string>(flags.Concat(Common)));
+        Args.Parse(argv, new HashSet<string>(values.Append("--workers").Append("--endpoint-url")), new HashSet<string>(flags.Concat(Common)));
 
     /// <summary>Runs a job while its progress is shown on stderr (unless --no-progress).</summary>
     private static Task<T> WithProgress<T>(JobProgress progress, Args a, Func<Task<T>> run) =>
@@ -55,7 +55,7 @@ internal static class Commands
         var a = Parse(argv, ["--repo", "--chunk-size"], []);
         if (a.Positionals.Count > 0) throw new UsageException($"init takes no arguments (got '{a.Positionals[0]}')");
         string location = a.Required("--repo", "<dir>: where to create the repository");
-        await using var repo = await RepositoryLocator.InitAsync(location, ChunkSize(a), ct).ConfigureAwait(false);
+        await using var repo = await RepositoryLocator.InitAsync(location, ChunkSize(a), ct, a.Value("--endpoint-url")).ConfigureAwait(false);
         Console.WriteLine($"created repository {repo.Location} (chunk size {Format.Bytes(repo.ChunkSize)}, id {repo.Config.RepoId[..8]})");
         return ExitCodes.Ok;
     }
@@ -75,7 +75,7 @@ internal static class Commands
             DirectIo = a.Flag("--direct-io"),
         };
         using var source = BlockSource.Open(a.Positionals[0]);
-        var (repo, created) = await RepositoryLocator.OpenOrInitAsync(location, ChunkSize(a), ct).ConfigureAwait(false);
+        var (repo, created) = await RepositoryLocator.OpenOrInitAsync(location, ChunkSize(a), ct, a.Value("--endpoint-url")).ConfigureAwait(false);
         await using (repo.ConfigureAwait(false))
         {
             if (created) Log.Information("Created repository {Repo}", repo.Location);
@@ -143,7 +143,7 @@ internal static class Commands
     {
         var a = Parse(argv, ["--repo"], []);
         if (a.Positionals.Count > 0) throw new UsageException($"snapshots takes no arguments (got '{a.Positionals[0]}')");
-        await using var repo = await RepositoryLocator.OpenAsync(a.Required("--repo", "<dir>"), loadIndex: false, ct).ConfigureAwait(false);
+        await using var repo = await RepositoryLocator.OpenAsync(a.Required("--repo", "<dir>"), loadIndex: false, ct, a.Value("--endpoint-url")).ConfigureAwait(false);
         var corrupt = new List<string>();
         var list = await repo.ListSnapshotsAsync((key, e) => corrupt.Add(e.Message), ct).ConfigureAwait(false);
         // Show every readable recovery point, then fail on the unreadable ones.
@@ -196,7 +196,7 @@ internal static class Commands
         if (a.Positionals.Count != 1) throw new UsageException("restore needs one recovery point: blockrepl restore <id|latest> --repo <dir> --to <file|device>");
         string location = a.Required("--repo", "<dir>");
         string target = a.Required("--to", "<file|device>: where to write the volume");
-        await using var repo = await RepositoryLocator.OpenAsync(location, true, ct).ConfigureAwait(false);
+        await using var repo = await RepositoryLocator.OpenAsync(location, true, ct, a.Value("--endpoint-url")).ConfigureAwait(false);
         var m = await repo.FindSnapshotAsync(a.Positionals[0], ct).ConfigureAwait(false);
         var job = new RestoreJob(repo, Log.Logger, Workers(a));
         RestoreResult r = await WithProgress(job.Progress, a, () => job.RunAsync(m, target, ct)).ConfigureAwait(false);
@@ -231,7 +231,7 @@ internal static class Commands
         var a = Parse(argv, ["--repo"], ["--read-data"]);
         if (a.Positionals.Count > 0) throw new UsageException($"verify takes no arguments (got '{a.Positionals[0]}')");
         string location = a.Required("--repo", "<dir>");
-        await using var probe = await RepositoryLocator.OpenAsync(location, loadIndex: false, ct).ConfigureAwait(false);
+        await using var probe = await RepositoryLocator.OpenAsync(location, loadIndex: false, ct, a.Value("--endpoint-url")).ConfigureAwait(false);
         var job = new VerifyJob(probe.Backend);
         VerifyReport report = await WithProgress(job.Progress, a, () => job.RunAsync(a.Flag("--read-data"), ct)).ConfigureAwait(false);
         if (a.Flag("--json"))

@@ -22,6 +22,8 @@ namespace BlockRepl.Cli
               blockrepl demo [--size 1G] [--keep] [--dir DIR]
               blockrepl help | version
 
+            repositories: a local directory, or s3://bucket/prefix (credentials and region the AWS CLI way;
+              --endpoint-url URL or AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL for S3-compatible stores)
             common options: --verbose (debug logs), --no-progress, --workers N
             """;
 
