@@ -188,6 +188,26 @@ public sealed class S3BackendTests(RgwServer server)
     }
 
     [Fact]
+    public async Task CliEndpointUrlOption_ReachesTheStoreWithoutEndpointVariables()
+    {
+        string bucket = await server.CreateBucketAsync("s3b-endpoint");
+        string repo = $"s3://{bucket}/p";
+        using var t = new TempDir("br-s3-endpoint");
+        string src = t.File("volume.img");
+        DiskImages.Mixed(src, 3L << 20, seed: 8);
+        var env = server.ClientEnvironment.Where(kv => kv.Key != "AWS_ENDPOINT_URL_S3").ToDictionary(kv => kv.Key, kv => kv.Value);
+        var timeout = TimeSpan.FromMinutes(2);
+
+        var backup = CliRunner.Run(["backup", src, "--repo", repo, "--endpoint-url", server.Endpoint, "--state-dir", t.File("state"), "--json", "--no-progress"], env, timeout);
+        Assert.True(backup.ExitCode == 0, backup.ToString());
+        var list = CliRunner.Run(["snapshots", "--repo", repo, "--endpoint-url", server.Endpoint, "--json"], env, timeout);
+        Assert.True(list.ExitCode == 0, list.ToString());
+        Assert.Equal(Cli.Json(backup.Stdout).Str("id"), Cli.Json(list.Stdout)[0].Str("id"));
+        var verify = CliRunner.Run(["verify", "--repo", repo, "--endpoint-url", server.Endpoint, "--read-data", "--no-progress"], env, timeout);
+        Assert.True(verify.ExitCode == 0, verify.ToString());
+    }
+
+    [Fact]
     public async Task CliReportsAMissingBucketClearly()
     {
         var r = await Task.Run(() => CliRunner.Run(["snapshots", "--repo", "s3://no-such-bucket-cli/x", "--json"],
