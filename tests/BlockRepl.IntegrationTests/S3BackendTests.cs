@@ -7,9 +7,9 @@ using BlockRepl.TestKit;
 namespace BlockRepl.IntegrationTests;
 
 /// <summary>
-/// <see cref="S3Backend"/> against a real RADOS Gateway: the backend contract on a fresh bucket, the
-/// create-only modes, multipart, error messages, and a CLI backup → incremental → restore round trip
-/// with <c>--repo s3://bucket/prefix</c>.
+/// <see cref="S3Backend"/> against a real RADOS Gateway, beyond the shared contract suite
+/// (<see cref="RgwBackendConformanceTests"/>): key prefixes, HEAD-then-PUT, multipart, error messages,
+/// and a CLI backup → incremental → restore round trip with <c>--repo s3://bucket/prefix</c>.
 /// </summary>
 [Collection("rgw")]
 public sealed class S3BackendTests(RgwServer server)
@@ -30,64 +30,27 @@ public sealed class S3BackendTests(RgwServer server)
         return keys;
     }
 
-    [Fact]
-    public async Task PutStatReadListDelete_OnAFreshBucket()
-    {
-        string bucket = await server.CreateBucketAsync("s3b-basic");
-        await using var backend = Backend(bucket);
-        var content = RandomBytes(200_000, 1);
+    // The IBackend contract itself (visibility, abandon, create-only with If-None-Match, ranges,
+    // listing past 1000 keys, delete, concurrency, large objects) is BackendConformanceTests, which
+    // runs on RGW, moto and the local backend. Here: what is specific to S3.
 
-        await using (var upload = await backend.CreateAsync("data/ab/ab01.pack"))
-        {
-            await upload.Stream.WriteAsync(content.AsMemory(0, 50_000));
-            await upload.Stream.WriteAsync(content.AsMemory(50_000));
-            Assert.Null(await backend.StatAsync("data/ab/ab01.pack"));
-            await upload.CommitAsync();
-        }
-        await backend.PutAsync("index/i1", new byte[] { 1, 2, 3 });
+    [Fact]
+    public async Task RepositoriesUnderDifferentPrefixesOfOneBucketDoNotSeeEachOther()
+    {
+        string bucket = await server.CreateBucketAsync("s3b-prefix");
+        await using var backend = Backend(bucket);
+        await using var other = Backend(bucket, "other");
+        await using var nested = Backend(bucket, "repo/sub");
         await backend.PutAsync("config", new byte[] { 9 });
+        await backend.PutAsync("sub/config", new byte[] { 8 });
 
-        Assert.Equal(new ObjectInfo("data/ab/ab01.pack", content.Length), await backend.StatAsync("data/ab/ab01.pack"));
-        Assert.Null(await backend.StatAsync("data/ab/missing"));
-        Assert.Equal(content, await backend.ReadAllAsync("data/ab/ab01.pack"));
-
-        var range = new byte[4096];
-        Assert.Equal(4096, await backend.ReadAtAsync("data/ab/ab01.pack", 12_345, range));
-        Assert.Equal(content.AsSpan(12_345, 4096).ToArray(), range);
-        Assert.Equal(100, await backend.ReadAtAsync("data/ab/ab01.pack", content.Length - 100, range));   // short at the end
-        Assert.Equal(0, await backend.ReadAtAsync("data/ab/ab01.pack", content.Length + 10, range));
-        await Assert.ThrowsAsync<ObjectNotFoundException>(() => backend.ReadAtAsync("data/ab/missing", 0, range).AsTask());
-        await Assert.ThrowsAsync<ObjectNotFoundException>(() => backend.ReadAllAsync("nope").AsTask());
-
-        Assert.Equal(["config", "data/ab/ab01.pack", "index/i1"], await Keys(backend, ""));
-        Assert.Equal(["data/ab/ab01.pack"], await Keys(backend, "data/"));
-        Assert.Empty(await Keys(backend, "snapshots/"));
-        await using (var other = Backend(bucket, "other")) Assert.Empty(await Keys(other, ""));
-
-        await backend.DeleteAsync("index/i1");
-        await backend.DeleteAsync("index/i1");   // already gone: fine
-        Assert.Null(await backend.StatAsync("index/i1"));
-        Assert.Equal(["config", "data/ab/ab01.pack"], await Keys(backend, ""));
-    }
-
-    [Fact]
-    public async Task AbandonedUploadLeavesNothing()
-    {
-        string bucket = await server.CreateBucketAsync("s3b-abandon");
-        await using var backend = Backend(bucket);
-        await using (var upload = await backend.CreateAsync("snapshots/x"))
-            await upload.Stream.WriteAsync(new byte[3_000_000]);   // spooled to a file
-        Assert.Empty(await Keys(backend, ""));
-    }
-
-    [Fact]
-    public async Task SecondCreateOfAKeyFailsAndKeepsTheFirstContent_Conditional()
-    {
-        string bucket = await server.CreateBucketAsync("s3b-cond");
-        await using var backend = Backend(bucket);
-        await backend.PutAsync("snapshots/s1", new byte[] { 1 });
-        await Assert.ThrowsAsync<ObjectExistsException>(() => backend.PutAsync("snapshots/s1", new byte[] { 2 }).AsTask());
-        Assert.Equal(new byte[] { 1 }, await backend.ReadAllAsync("snapshots/s1"));
+        Assert.Equal(["config", "sub/config"], await Keys(backend, ""));
+        Assert.Empty(await Keys(other, ""));
+        Assert.Null(await other.StatAsync("config"));
+        Assert.Equal(["config"], await Keys(nested, ""));
+        Assert.Equal(new byte[] { 8 }, await nested.ReadAllAsync("config"));
+        await other.PutAsync("config", new byte[] { 7 });   // same key, other prefix: no conflict
+        Assert.Equal(new byte[] { 9 }, await backend.ReadAllAsync("config"));
     }
 
     [Fact]
@@ -117,18 +80,6 @@ public sealed class S3BackendTests(RgwServer server)
         Assert.Equal(content.AsSpan((5 << 20) - 5_000, 10_000).ToArray(), range);
         var uploads = await S3TestServers.S3ApiAsync(server, ["list-multipart-uploads", "--bucket", bucket]);
         Assert.DoesNotContain("UploadId", uploads.Stdout, StringComparison.Ordinal);
-    }
-
-    [Fact]
-    public async Task ListingPagesPast1000Keys()
-    {
-        string bucket = await server.CreateBucketAsync("s3b-list");
-        await using var backend = Backend(bucket);
-        await Parallel.ForEachAsync(Enumerable.Range(0, 1100), new ParallelOptions { MaxDegreeOfParallelism = 32 },
-            async (i, ct) => await backend.PutAsync($"index/{i:D5}", new byte[] { (byte)i }, ct));
-        var keys = await Keys(backend, "index/");
-        Assert.Equal(1100, keys.Count);
-        Assert.Equal(Enumerable.Range(0, 1100).Select(i => $"index/{i:D5}"), keys);
     }
 
     [Fact]
