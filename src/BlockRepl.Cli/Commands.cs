@@ -226,6 +226,57 @@ internal static class Commands
         return ExitCodes.Ok;
     }
 
+    public static async Task<int> CopyAsync(string[] argv, CancellationToken ct)
+    {
+        var a = Parse(argv, ["--from", "--to", "--from-endpoint-url", "--to-endpoint-url"], []);
+        string from = a.Required("--from", "<repo>: the repository to copy recovery points from");
+        string to = a.Required("--to", "<repo>: the repository to copy them into (created if missing or empty)");
+        // --endpoint-url (accepted by every command) applies to whichever side is on S3.
+        string? common = a.Value("--endpoint-url");
+        string? fromEndpoint = a.Value("--from-endpoint-url") ?? (RepositoryLocator.IsS3(from) ? common : null);
+        string? toEndpoint = a.Value("--to-endpoint-url") ?? (RepositoryLocator.IsS3(to) ? common : null);
+        await using var source = await RepositoryLocator.OpenAsync(from, true, ct, fromEndpoint).ConfigureAwait(false);
+        var manifests = await CopyJob.SelectAsync(source, a.Positionals, ct).ConfigureAwait(false);
+        var (dest, created) = await RepositoryLocator.OpenOrInitAsync(to, source.ChunkSize, ct, toEndpoint).ConfigureAwait(false);
+        await using (dest.ConfigureAwait(false))
+        {
+            if (created) Log.Information("Created repository {Repo}", dest.Location);
+            var job = new CopyJob(source, dest, Log.Logger);
+            CopyResult r = await WithProgress(job.Progress, a, () => job.RunAsync(manifests, ct)).ConfigureAwait(false);
+            if (a.Flag("--json"))
+            {
+                WriteJson(w =>
+                {
+                    w.WriteStartObject();
+                    w.WriteString("from", source.Location);
+                    w.WriteString("to", dest.Location);
+                    w.WriteBoolean("created", created);
+                    w.WriteStartArray("copied");
+                    foreach (var id in r.Copied) w.WriteStringValue(id);
+                    w.WriteEndArray();
+                    w.WriteStartArray("skipped");
+                    foreach (var id in r.Skipped) w.WriteStringValue(id);
+                    w.WriteEndArray();
+                    w.WriteNumber("manifestsCopied", r.Copied.Count);
+                    w.WriteNumber("manifestsSkipped", r.Skipped.Count);
+                    w.WriteNumber("blobsCopied", r.BlobsCopied);
+                    w.WriteNumber("treeNodesCopied", r.TreeNodesCopied);
+                    w.WriteNumber("rawBytes", r.RawBytes);
+                    w.WriteNumber("storedBytes", r.StoredBytes);
+                    w.WriteNumber("putRequests", r.ObjectsWritten);
+                    w.WriteNumber("seconds", Math.Round(r.Seconds, 3));
+                    w.WriteEndObject();
+                });
+            }
+            else
+            {
+                Console.WriteLine($"copied {r.Copied.Count} recovery point(s) from {source.Location} to {dest.Location}{(created ? " (new repository)" : "")}, {r.Skipped.Count} already there");
+                Console.WriteLine($"  moved   {r.BlobsCopied} chunk(s) and {r.TreeNodesCopied} tree node(s), {Format.Bytes(r.RawBytes)} raw, {Format.Bytes(r.StoredBytes)} stored in {r.ObjectsWritten} objects, in {Format.Duration(r.Seconds)}");
+            }
+        }
+        return ExitCodes.Ok;
+    }
+
     public static async Task<int> VerifyAsync(string[] argv, CancellationToken ct)
     {
         var a = Parse(argv, ["--repo"], ["--read-data"]);

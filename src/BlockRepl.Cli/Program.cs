@@ -18,6 +18,7 @@ namespace BlockRepl.Cli
               blockrepl snapshots --repo <dir> [--json]
               blockrepl restore <id|latest> --repo <dir> --to <file|device> [--json]
               blockrepl verify --repo <dir> [--read-data] [--json]
+              blockrepl copy --from <repo> --to <repo> [<id|latest>...] [--from-endpoint-url U] [--to-endpoint-url U] [--json]
               blockrepl init --repo <dir> [--chunk-size 64K]
               blockrepl demo [--size 1G] [--keep] [--dir DIR]
               blockrepl help | version
@@ -48,6 +49,7 @@ namespace BlockRepl.Cli
                     "snapshots" => await Commands.SnapshotsAsync(rest, cts.Token).ConfigureAwait(false),
                     "restore" => await Commands.RestoreAsync(rest, cts.Token).ConfigureAwait(false),
                     "verify" => await Commands.VerifyAsync(rest, cts.Token).ConfigureAwait(false),
+                    "copy" => await Commands.CopyAsync(rest, cts.Token).ConfigureAwait(false),
                     "init" => await Commands.InitAsync(rest, cts.Token).ConfigureAwait(false),
                     "demo" => await Demo.RunAsync(rest, cts.Token).ConfigureAwait(false),
                     "help" or "--help" or "-h" => PrintUsage(),
