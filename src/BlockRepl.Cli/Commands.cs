@@ -40,6 +40,26 @@ internal static class Commands
         return int.TryParse(w, out int n) && n is > 0 and <= 256 ? n : throw new UsageException($"--workers: '{w}' is not a number from 1 to 256");
     }
 
+    /// <summary><c>--host NAME</c>: the host recorded in the manifest (default: this machine's name).</summary>
+    private static string Host(Args a)
+    {
+        var v = a.Value("--host");
+        if (v is null) return Environment.MachineName;
+        if (string.IsNullOrWhiteSpace(v) || v.Length > 255 || v.Any(char.IsControl))
+            throw new UsageException($"--host '{v}': give a non-empty name of at most 255 printable characters");
+        return v.Trim();
+    }
+
+    /// <summary><c>--storage-class CLASS</c>: the S3 storage class of packs; null when absent.</summary>
+    private static string? StorageClass(Args a)
+    {
+        var v = a.Value("--storage-class");
+        if (v is null) return null;
+        if (!BlockRepl.Storage.S3.S3StorageClasses.IsKnown(v))
+            throw new UsageException($"--storage-class {v}: not an S3 storage class; use one of {string.Join(", ", BlockRepl.Storage.S3.S3StorageClasses.Known)}");
+        return v.Trim().ToUpperInvariant();
+    }
+
     private static int ChunkSize(Args a)
     {
         var v = a.Value("--chunk-size");
@@ -52,17 +72,17 @@ internal static class Commands
 
     public static async Task<int> InitAsync(string[] argv, CancellationToken ct)
     {
-        var a = Parse(argv, ["--repo", "--chunk-size"], []);
+        var a = Parse(argv, ["--repo", "--chunk-size", "--storage-class"], []);
         if (a.Positionals.Count > 0) throw new UsageException($"init takes no arguments (got '{a.Positionals[0]}')");
         string location = a.Required("--repo", "<dir>: where to create the repository");
-        await using var repo = await RepositoryLocator.InitAsync(location, ChunkSize(a), ct, a.Value("--endpoint-url")).ConfigureAwait(false);
+        await using var repo = await RepositoryLocator.InitAsync(location, ChunkSize(a), ct, a.Value("--endpoint-url"), StorageClass(a)).ConfigureAwait(false);
         Console.WriteLine($"created repository {repo.Location} (chunk size {Format.Bytes(repo.ChunkSize)}, id {repo.Config.RepoId[..8]})");
         return ExitCodes.Ok;
     }
 
     public static async Task<int> BackupAsync(string[] argv, CancellationToken ct)
     {
-        var a = Parse(argv, ["--repo", "--tag", "--state-dir", "--chunk-size"], ["--drop-cache", "--direct-io"]);
+        var a = Parse(argv, ["--repo", "--tag", "--state-dir", "--chunk-size", "--storage-class", "--host"], ["--drop-cache", "--direct-io"]);
         if (a.Positionals.Count != 1) throw new UsageException("backup needs exactly one source: blockrepl backup <image|device> --repo <dir>");
         string location = a.Required("--repo", "<dir>: the repository to back up into");
         bool json = a.Flag("--json");
@@ -73,9 +93,11 @@ internal static class Commands
             Workers = Workers(a),
             DropSourceCache = a.Flag("--drop-cache"),
             DirectIo = a.Flag("--direct-io"),
+            Host = Host(a),
         };
+        string? storageClass = StorageClass(a);
         using var source = BlockSource.Open(a.Positionals[0]);
-        var (repo, created) = await RepositoryLocator.OpenOrInitAsync(location, ChunkSize(a), ct, a.Value("--endpoint-url")).ConfigureAwait(false);
+        var (repo, created) = await RepositoryLocator.OpenOrInitAsync(location, ChunkSize(a), ct, a.Value("--endpoint-url"), storageClass).ConfigureAwait(false);
         await using (repo.ConfigureAwait(false))
         {
             if (created) Log.Information("Created repository {Repo}", repo.Location);
@@ -128,6 +150,9 @@ internal static class Commands
             w.WriteNumber("metadataBytes", s.MetadataBytes);
             w.WriteNumber("packsWritten", r.PacksWritten);
             w.WriteNumber("putRequests", r.ObjectsWritten);
+            // PUT requests per GiB changed (issue #3: "stays low"); null when nothing changed.
+            if (s.ChangedBytes > 0) w.WriteNumber("putRequestsPerGiBChanged", Math.Round(r.ObjectsWritten / (s.ChangedBytes / (double)(1L << 30)), 3));
+            else w.WriteNull("putRequestsPerGiBChanged");
             w.WriteNumber("seconds", s.Seconds);
             w.WriteNumber("cpuSeconds", Math.Round(r.CpuSeconds, 3));
             w.WriteNumber("mbPerSecond", s.Seconds > 0 ? Math.Round(s.ScannedBytes / s.Seconds / 1e6, 1) : 0);
@@ -228,16 +253,19 @@ internal static class Commands
 
     public static async Task<int> CopyAsync(string[] argv, CancellationToken ct)
     {
-        var a = Parse(argv, ["--from", "--to", "--from-endpoint-url", "--to-endpoint-url"], []);
+        var a = Parse(argv, ["--from", "--to", "--from-endpoint-url", "--to-endpoint-url", "--storage-class"], []);
         string from = a.Required("--from", "<repo>: the repository to copy recovery points from");
         string to = a.Required("--to", "<repo>: the repository to copy them into (created if missing or empty)");
         // --endpoint-url (accepted by every command) applies to whichever side is on S3.
         string? common = a.Value("--endpoint-url");
         string? fromEndpoint = a.Value("--from-endpoint-url") ?? (RepositoryLocator.IsS3(from) ? common : null);
         string? toEndpoint = a.Value("--to-endpoint-url") ?? (RepositoryLocator.IsS3(to) ? common : null);
+        string? storageClass = StorageClass(a);   // for the packs written to --to
+        if (storageClass is not null && !RepositoryLocator.IsS3(to))
+            throw new UsageException("--storage-class applies only when --to is an s3:// repository");
         await using var source = await RepositoryLocator.OpenAsync(from, true, ct, fromEndpoint).ConfigureAwait(false);
         var manifests = await CopyJob.SelectAsync(source, a.Positionals, ct).ConfigureAwait(false);
-        var (dest, created) = await RepositoryLocator.OpenOrInitAsync(to, source.ChunkSize, ct, toEndpoint).ConfigureAwait(false);
+        var (dest, created) = await RepositoryLocator.OpenOrInitAsync(to, source.ChunkSize, ct, toEndpoint, storageClass).ConfigureAwait(false);
         await using (dest.ConfigureAwait(false))
         {
             if (created) Log.Information("Created repository {Repo}", dest.Location);

@@ -14,17 +14,18 @@ namespace BlockRepl.Cli
             blockrepl: block-level incremental backup and replication
 
             usage:
-              blockrepl backup <image|device> --repo <dir> [--tag T]... [--state-dir DIR] [--json] [--drop-cache] [--direct-io]
+              blockrepl backup <image|device> --repo <dir> [--tag T]... [--state-dir DIR] [--host NAME] [--storage-class C] [--json] [--drop-cache] [--direct-io]
               blockrepl snapshots --repo <dir> [--json]
               blockrepl restore <id|latest> --repo <dir> --to <file|device> [--json]
               blockrepl verify --repo <dir> [--read-data] [--json]
-              blockrepl copy --from <repo> --to <repo> [<id|latest>...] [--from-endpoint-url U] [--to-endpoint-url U] [--json]
-              blockrepl init --repo <dir> [--chunk-size 64K]
+              blockrepl copy --from <repo> --to <repo> [<id|latest>...] [--from-endpoint-url U] [--to-endpoint-url U] [--storage-class C] [--json]
+              blockrepl init --repo <dir> [--chunk-size 64K] [--storage-class C]
               blockrepl demo [--size 1G] [--keep] [--dir DIR]
               blockrepl help | version
 
             repositories: a local directory, or s3://bucket/prefix (credentials and region the AWS CLI way;
-              --endpoint-url URL or AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL for S3-compatible stores)
+              --endpoint-url URL or AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL for S3-compatible stores;
+              --storage-class STANDARD_IA, GLACIER_IR… for packs, everything else stays STANDARD)
             common options: --verbose (debug logs), --no-progress, --workers N
             """;
 

@@ -34,6 +34,9 @@ public sealed class S3Backend : IBackend
         ArgumentNullException.ThrowIfNull(options);
         if (options.PartSize < 5L << 20) throw new ArgumentException("PartSize must be at least 5 MiB", nameof(options));
         if (options.MultipartThreshold < options.MemorySpoolLimit) throw new ArgumentException("MultipartThreshold must not be below MemorySpoolLimit", nameof(options));
+        foreach (var (_, cls) in options.StorageClasses)
+            if (!string.IsNullOrWhiteSpace(cls) && !S3StorageClasses.IsKnown(cls))
+                throw new ArgumentException($"'{cls}' is not an S3 storage class; use one of {string.Join(", ", S3StorageClasses.Known)}", nameof(options));
         S3Location = location;
         _options = options;
         _spoolDirectory = options.SpoolDirectory ?? Path.GetTempPath();
@@ -352,6 +355,7 @@ public sealed class S3Backend : IBackend
                 ContentType = "application/octet-stream",
             };
             if (Conditional) request.IfNoneMatch = "*";
+            if (backend._options.StorageClassFor(key) is { } storageClass) request.StorageClass = S3StorageClass.FindValue(storageClass);
             try
             {
                 await backend._s3.PutObjectAsync(request, ct).ConfigureAwait(false);
@@ -375,10 +379,12 @@ public sealed class S3Backend : IBackend
             string uploadId;
             try
             {
-                var started = await backend._s3.InitiateMultipartUploadAsync(new InitiateMultipartUploadRequest
+                var initiate = new InitiateMultipartUploadRequest
                 {
                     BucketName = backend.Bucket, Key = fullKey, ContentType = "application/octet-stream",
-                }, ct).ConfigureAwait(false);
+                };
+                if (backend._options.StorageClassFor(key) is { } storageClass) initiate.StorageClass = S3StorageClass.FindValue(storageClass);
+                var started = await backend._s3.InitiateMultipartUploadAsync(initiate, ct).ConfigureAwait(false);
                 uploadId = started.UploadId;
             }
             catch (Exception e) when (IsMappable(e, ct)) { throw backend.Map(e, key); }

@@ -53,6 +53,60 @@ public sealed record S3BackendOptions
     /// <summary>Time limit of one HTTP request (a 64 MiB part on a slow link needs minutes).</summary>
     public TimeSpan RequestTimeout { get; init; } = TimeSpan.FromMinutes(10);
 
+    /// <summary>
+    /// Storage class per object kind: key prefix (relative to the repository, e.g. <c>data/</c> for
+    /// packs) → S3 storage class name (<see cref="S3StorageClasses.Known"/>). The longest matching
+    /// prefix wins; keys that match nothing (<c>config</c>, <c>index/</c>, <c>snapshots/</c>, locks)
+    /// are sent without a storage class, i.e. STANDARD. Applied on PutObject and multipart initiate.
+    /// </summary>
+    public IReadOnlyDictionary<string, string> StorageClasses { get; init; } = new Dictionary<string, string>();
+
+    /// <summary>Options with <paramref name="storageClass"/> for packs (<c>data/</c>); null or empty leaves them STANDARD.</summary>
+    public S3BackendOptions WithPackStorageClass(string? storageClass) =>
+        string.IsNullOrWhiteSpace(storageClass) ? this
+            : this with { StorageClasses = new Dictionary<string, string>(StorageClasses) { [S3StorageClasses.PackPrefix] = S3StorageClasses.Normalize(storageClass) } };
+
+    /// <summary>The storage class for <paramref name="key"/> (relative to the prefix), or null for the bucket default (STANDARD).</summary>
+    public string? StorageClassFor(string key)
+    {
+        string? best = null;
+        int bestLength = -1;
+        foreach (var (prefix, cls) in StorageClasses)
+        {
+            if (prefix.Length > bestLength && key.StartsWith(prefix, StringComparison.Ordinal))
+            {
+                best = cls;
+                bestLength = prefix.Length;
+            }
+        }
+        return string.IsNullOrWhiteSpace(best) ? null : best.Trim().ToUpperInvariant();
+    }
+
     /// <summary>Reads environment variables; replaceable in tests.</summary>
     public Func<string, string?> GetEnvironmentVariable { get; init; } = Environment.GetEnvironmentVariable;
+}
+
+/// <summary>The S3 storage class names BlockRepl accepts (those of the AWS S3 API).</summary>
+public static class S3StorageClasses
+{
+    /// <summary>The key prefix of pack objects.</summary>
+    public const string PackPrefix = "data/";
+
+    public static IReadOnlyList<string> Known { get; } =
+    [
+        "STANDARD", "REDUCED_REDUNDANCY", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING",
+        "GLACIER", "GLACIER_IR", "DEEP_ARCHIVE", "OUTPOSTS", "SNOW", "EXPRESS_ONEZONE",
+    ];
+
+    public static bool IsKnown(string? name) => name is not null && Known.Contains(name.Trim().ToUpperInvariant());
+
+    /// <summary>Upper-cases and checks a storage class name; <see cref="ArgumentException"/> naming the valid ones otherwise.</summary>
+    public static string Normalize(string name)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        string upper = name.Trim().ToUpperInvariant();
+        if (!Known.Contains(upper))
+            throw new ArgumentException($"'{name}' is not an S3 storage class; use one of {string.Join(", ", Known)}", nameof(name));
+        return upper;
+    }
 }

@@ -167,4 +167,35 @@ public sealed class S3BackendConfigTests
         await spool.DisposeAsync();
         Assert.False(File.Exists(path));
     }
+
+    [Fact]
+    public void StorageClasses_ApplyToPacksOnly_LongestPrefixWins()
+    {
+        var options = new S3BackendOptions().WithPackStorageClass("standard_ia");
+        Assert.Equal("STANDARD_IA", options.StorageClassFor("data/ab/0123.pack"));
+        Assert.Null(options.StorageClassFor("index/0123"));
+        Assert.Null(options.StorageClassFor("snapshots/2026-x"));
+        Assert.Null(options.StorageClassFor("config"));
+        Assert.Null(options.StorageClassFor("locks/x"));
+        Assert.Null(new S3BackendOptions().StorageClassFor("data/ab/0123.pack"));
+        Assert.Same(options, options.WithPackStorageClass(null));
+
+        var custom = options with { StorageClasses = new Dictionary<string, string> { ["data/"] = "GLACIER_IR", ["data/ff/"] = "DEEP_ARCHIVE", ["index/"] = "STANDARD" } };
+        Assert.Equal("DEEP_ARCHIVE", custom.StorageClassFor("data/ff/1.pack"));
+        Assert.Equal("GLACIER_IR", custom.StorageClassFor("data/fe/1.pack"));
+        Assert.Equal("STANDARD", custom.StorageClassFor("index/1"));
+    }
+
+    [Fact]
+    public void StorageClasses_UnknownNamesAreRefused()
+    {
+        Assert.True(S3StorageClasses.IsKnown("glacier_ir"));
+        Assert.False(S3StorageClasses.IsKnown("COLD"));
+        var e = Assert.Throws<ArgumentException>(() => new S3BackendOptions().WithPackStorageClass("COLD"));
+        Assert.Contains("STANDARD_IA", e.Message, StringComparison.Ordinal);
+        var bad = new S3BackendOptions { EndpointUrl = "http://127.0.0.1:1", Region = "us-east-1", StorageClasses = new Dictionary<string, string> { ["data/"] = "COLD" } };
+        Assert.Throws<ArgumentException>(() => new S3Backend("s3://b/p", bad));
+        var u = Assert.Throws<UsageException>(() => RepositoryLocator.CreateBackend("/tmp/some-local-repo", null, "STANDARD_IA"));
+        Assert.Contains("s3://", u.Message, StringComparison.Ordinal);
+    }
 }

@@ -7,20 +7,21 @@ namespace BlockRepl.Engine.Repository;
 /// Turns a <c>--repo</c> argument into a backend: a local directory, or <c>s3://bucket[/prefix]</c>
 /// (S3 or an S3-compatible store; <paramref name="endpointUrl"/> parameters are <c>--endpoint-url</c>,
 /// which beats <c>AWS_ENDPOINT_URL_S3</c> / <c>AWS_ENDPOINT_URL</c>). S3 backends are wrapped in a
-/// <see cref="RetryingBackend"/>.
+/// <see cref="RetryingBackend"/>. <c>packStorageClass</c> parameters are <c>--storage-class</c>: the S3
+/// storage class of packs (<c>data/</c>); everything else stays STANDARD (docs/s3.md).
 /// </summary>
 public static class RepositoryLocator
 {
     public static bool IsS3(string location) => S3Location.IsS3(location);
 
-    public static IBackend CreateBackend(string location, string? endpointUrl = null)
+    public static IBackend CreateBackend(string location, string? endpointUrl = null, string? packStorageClass = null)
     {
         if (string.IsNullOrWhiteSpace(location)) throw new UsageException("--repo is empty");
         if (IsS3(location))
         {
             try
             {
-                return new RetryingBackend(new S3Backend(S3Location.Parse(location), new S3BackendOptions { EndpointUrl = endpointUrl }));
+                return new RetryingBackend(new S3Backend(S3Location.Parse(location), new S3BackendOptions { EndpointUrl = endpointUrl }.WithPackStorageClass(packStorageClass)));
             }
             catch (ArgumentException e) { throw new UsageException(e.Message); }
             catch (StorageException e) { throw new UsageException($"repository '{location}': {e.Message}"); }
@@ -29,6 +30,8 @@ public static class RepositoryLocator
             throw new UsageException($"repository '{location}': only local directories and s3://bucket[/prefix] are supported");
         if (endpointUrl is not null)
             throw new UsageException("--endpoint-url applies only to s3:// repositories");
+        if (!string.IsNullOrWhiteSpace(packStorageClass))
+            throw new UsageException("--storage-class applies only to s3:// repositories");
         return new LocalBackend(location);
     }
 
@@ -49,21 +52,37 @@ public static class RepositoryLocator
     /// Opens a repository, creating it when the location does not exist or is empty (a directory
     /// without entries; for S3, no config object and no object under the prefix).
     /// </summary>
-    public static async Task<(Repo Repo, bool Created)> OpenOrInitAsync(string location, int chunkSize, CancellationToken ct = default, string? endpointUrl = null)
+    public static async Task<(Repo Repo, bool Created)> OpenOrInitAsync(string location, int chunkSize, CancellationToken ct = default, string? endpointUrl = null, string? packStorageClass = null)
     {
         if (IsS3(location))
         {
-            var backend = CreateBackend(location, endpointUrl);
+            var backend = CreateBackend(location, endpointUrl, packStorageClass);
             try
             {
                 if (await backend.StatAsync(Repo.ConfigKey, ct).ConfigureAwait(false) is not null)
                     return (await Repo.OpenAsync(backend, true, ct).ConfigureAwait(false), false);
+                // Several servers of a fleet may run their first backup into one new prefix at once:
+                // one create-only PUT of config wins, the others open the repository it created.
                 if (await AnyObjectAsync(backend, ct).ConfigureAwait(false))
+                {
+                    if (await backend.StatAsync(Repo.ConfigKey, ct).ConfigureAwait(false) is not null)
+                        return (await Repo.OpenAsync(backend, true, ct).ConfigureAwait(false), false);
                     throw new RepositoryException($"'{location}' is not empty and not a blockrepl repository (no config); choose an empty prefix");
-                return (await Repo.InitAsync(backend, chunkSize, ct).ConfigureAwait(false), true);
+                }
+                try
+                {
+                    return (await Repo.InitAsync(backend, chunkSize, ct).ConfigureAwait(false), true);
+                }
+                catch (RepositoryException)
+                {
+                    if (await backend.StatAsync(Repo.ConfigKey, ct).ConfigureAwait(false) is null) throw;
+                }
+                return (await Repo.OpenAsync(backend, true, ct).ConfigureAwait(false), false);
             }
             catch { await backend.DisposeAsync().ConfigureAwait(false); throw; }
         }
+        if (!string.IsNullOrWhiteSpace(packStorageClass))
+            throw new UsageException("--storage-class applies only to s3:// repositories");
         bool fresh = !location.Contains("://", StringComparison.Ordinal)
             && (!Directory.Exists(location) || !Directory.EnumerateFileSystemEntries(location).Any())
             && !File.Exists(location);
@@ -71,8 +90,10 @@ public static class RepositoryLocator
         return (await InitAsync(location, chunkSize, ct, endpointUrl).ConfigureAwait(false), true);
     }
 
-    public static async Task<Repo> InitAsync(string location, int chunkSize, CancellationToken ct = default, string? endpointUrl = null)
+    public static async Task<Repo> InitAsync(string location, int chunkSize, CancellationToken ct = default, string? endpointUrl = null, string? packStorageClass = null)
     {
+        if (!IsS3(location) && !string.IsNullOrWhiteSpace(packStorageClass))
+            throw new UsageException("--storage-class applies only to s3:// repositories");
         if (!location.Contains("://", StringComparison.Ordinal))
         {
             if (File.Exists(location)) throw new RepositoryException($"'{location}' is a file, not a directory");
@@ -82,7 +103,7 @@ public static class RepositoryLocator
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             { throw new RepositoryException($"cannot create repository directory '{location}': {e.Message}", e); }
         }
-        var backend = CreateBackend(location, endpointUrl);
+        var backend = CreateBackend(location, endpointUrl, packStorageClass);
         try
         {
             if (IsS3(location) && await backend.StatAsync(Repo.ConfigKey, ct).ConfigureAwait(false) is null && await AnyObjectAsync(backend, ct).ConfigureAwait(false))
