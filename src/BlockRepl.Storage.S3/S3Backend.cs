@@ -444,14 +444,15 @@ public sealed class S3Backend : IBackend
             }
         }
 
-        /// <summary>The key exists: ours from an earlier ambiguous attempt (then success), else a conflict.</summary>
+        /// <summary>
+        /// The key exists (412). It may be our own object: the SDK retries a request whose response was lost
+        /// (a reset after the store took it) inside a single call, so any 412 can follow our own successful PUT.
+        /// Same content means success; anything else is a real conflict.
+        /// </summary>
         private async ValueTask ConflictAsync(CancellationToken ct)
         {
-            if (_ambiguous)
-            {
-                var existing = await backend.HeadAsync(key, fullKey, ct).ConfigureAwait(false);
-                if (existing is not null && await IsOurContentAsync(existing.ETag, ct).ConfigureAwait(false)) return;
-            }
+            var existing = await backend.HeadAsync(key, fullKey, ct).ConfigureAwait(false);
+            if (existing is not null && await IsOurContentAsync(existing.ETag, ct).ConfigureAwait(false)) return;
             throw new ObjectExistsException(key);
         }
 

@@ -31,11 +31,9 @@ public sealed class S3FaultTests(RgwServer server)
         RoundTripThroughProxyAsync("s3f-reset", p => p.ResetEvery(7, ResetPoint.BeforeForwarding),
             p => Assert.True(p.Resets >= 3, $"only {p.Resets} resets injected"));
 
-    // Product bug: a reset after the store took a PUT makes the SDK's own retry (SdkMaxErrorRetry) meet
-    // 412, and S3Backend's upload reports ObjectExistsException because only RetryingBackend-level
-    // retries mark the commit ambiguous (S3Backend.cs, _ambiguous set at line ~340, checked in
-    // ConflictAsync ~450): "blockrepl: index/42/….idx: object already exists", exit 8.
-    [Fact(Skip = "product bug: a reset after a PUT reached the store ends the backup with 'object already exists' (S3Backend ambiguous-commit check misses SDK-internal retries)")]
+    // Regression: a reset after the store took a PUT makes the SDK's own retry meet 412; the upload must
+    // recognise its own object by content instead of reporting "object already exists".
+    [Fact]
     public Task SurvivesConnectionResetsAfterTheStoreTookTheRequest() =>
         RoundTripThroughProxyAsync("s3f-reset-after", p =>
         {
