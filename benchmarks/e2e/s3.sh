@@ -21,7 +21,7 @@ export AWS_ACCESS_KEY_ID=TESTACCESSKEY0000001 AWS_SECRET_ACCESS_KEY=testsecretke
 export AWS_REQUEST_CHECKSUM_CALCULATION=when_required AWS_RESPONSE_CHECKSUM_VALIDATION=when_required
 EP="http://127.0.0.1:$PORT"
 for b in br-bench restic-bench; do aws s3api create-bucket --bucket "$b" --endpoint-url "$EP" >/dev/null; done
-count() { aws s3api list-objects-v2 --bucket "$1" --endpoint-url "$EP" --query 'KeyCount' --output text; }
+count() { aws s3api list-objects-v2 --bucket "$1" --endpoint-url "$EP" --query 'length(Contents)' --output text; }
 
 dotnet publish src/BlockRepl.Cli -c Release -r linux-x64 --self-contained false -p:PublishReadyToRun=true -o "$W/pub" -v quiet -nologo >&2
 dotnet build benchmarks/e2e/imagetool -c Release -v quiet -nologo >&2

@@ -8,8 +8,9 @@ namespace BlockRepl.Engine.Repository;
 
 /// <summary>
 /// Appends blobs to pack files of about <see cref="RepoConfig.PackTargetSize"/> and publishes each pack
-/// then its index file. Single-threaded (the packer thread of a job owns it). A finished pack is
-/// committed in the background while the next one fills; at most one commit is outstanding.
+/// then its index file. Single-threaded (the packer thread of a job owns it). Finished packs are
+/// committed in the background while the next one fills, up to <see cref="MaxPendingCommits"/> at a time
+/// (parallel uploads to an object store; bounded work and spool space in flight).
 /// Blobs become visible in <see cref="Repo.Index"/> only once their pack and index file are durable.
 /// </summary>
 public sealed class PackWriter : IAsyncDisposable
@@ -20,7 +21,9 @@ public sealed class PackWriter : IAsyncDisposable
     private PackId _packId;
     private long _position;
     private readonly List<BlobEntry> _entries = [];
-    private Task _pendingCommit = Task.CompletedTask;
+    /// <summary>Pack commits (uploads) in flight at once.</summary>
+    public const int MaxPendingCommits = 4;
+    private readonly Queue<Task> _pendingCommits = new();
     private long _storedBytes;
     private long _packsWritten;
     private long _requests;
@@ -69,9 +72,10 @@ public sealed class PackWriter : IAsyncDisposable
         var packId = _packId;
         _upload = null;
         _entries.Clear();
-        // Wait for the previous commit first: bounded work in flight, and errors surface promptly.
-        _pendingCommit.GetAwaiter().GetResult();
-        _pendingCommit = Task.Run(() => CommitAsync(upload, packId, length, entries));
+        // Bounded work in flight; a failed commit surfaces at the latest MaxPendingCommits packs later.
+        while (_pendingCommits.Count > 0 && (_pendingCommits.Count >= MaxPendingCommits || _pendingCommits.Peek().IsCompleted))
+            _pendingCommits.Dequeue().GetAwaiter().GetResult();
+        _pendingCommits.Enqueue(Task.Run(() => CommitAsync(upload, packId, length, entries)));
     }
 
     private async Task CommitAsync(IObjectUpload upload, PackId packId, long length, BlobEntry[] entries)
@@ -91,12 +95,16 @@ public sealed class PackWriter : IAsyncDisposable
     public async Task FlushAsync()
     {
         FinishPack();
-        await _pendingCommit.ConfigureAwait(false);
+        while (_pendingCommits.Count > 0)
+            await _pendingCommits.Dequeue().ConfigureAwait(false);
     }
 
     public async ValueTask DisposeAsync()
     {
         if (_upload is not null) { await _upload.DisposeAsync().ConfigureAwait(false); _upload = null; }
-        try { await _pendingCommit.ConfigureAwait(false); } catch { /* reported by FlushAsync */ }
+        while (_pendingCommits.Count > 0)
+        {
+            try { await _pendingCommits.Dequeue().ConfigureAwait(false); } catch { /* reported by FlushAsync */ }
+        }
     }
 }
