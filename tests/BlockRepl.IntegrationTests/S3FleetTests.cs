@@ -87,7 +87,9 @@ public sealed class S3FleetTests(RgwServer server)
         string repo = $"s3://{bucket}/r";
         using var t = new TempDir("br-s3-kill9");
         string src = t.File("volume.img"), state = t.File("state");
-        DiskImages.Mixed(src, 256L << 20, seed: 909);
+        // Large enough (about 8 packs) that, with several pack uploads in flight, the first index object
+        // appears long before the manifest: the kill always lands mid-upload.
+        DiskImages.Mixed(src, 512L << 20, seed: 909);
         await using var backend = new S3Backend(S3Location.Parse(repo), new S3BackendOptions
         {
             EndpointUrl = server.Endpoint,
