@@ -25,6 +25,8 @@ public sealed class BackupOptions
     /// <summary>Read the source with O_DIRECT: no page-cache copy or pollution (falls back to buffered reads).</summary>
     public bool DirectIo { get; init; }
     public string Host { get; init; } = Environment.MachineName;
+    /// <summary>A second target fed from the same read (an EBS snapshot chain), or null.</summary>
+    public IBatchObserver? Observer { get; init; }
 }
 
 public sealed record BackupResult(Manifest Manifest, string? RescanReason, long PacksWritten, long ObjectsWritten, double CpuSeconds);
@@ -37,7 +39,7 @@ public sealed record BackupResult(Manifest Manifest, string? RescanReason, long 
 public sealed class BackupJob
 {
     /// <summary>Read unit: four 512 KiB EBS blocks.</summary>
-    public const int BatchSize = 4 * ChunkGeometry.BlockSize;
+    public const int BatchSize = SourceReader.BatchSize;
 
     private readonly Repo _repo;
     private readonly BackupOptions _options;
@@ -51,8 +53,6 @@ public sealed class BackupJob
         _log = log;
     }
 
-    /// <summary>A read unit: <see cref="Start"/> is where the aligned data begins inside <see cref="Buffer"/>.</summary>
-    private readonly record struct Batch(byte[] Buffer, int Start, long Offset, int Length);
     private readonly record struct PackItem(ChunkId Id, byte[] Buffer, int Length, int RawLength, BlobCompression Compression);
 
     private sealed class Counters
@@ -236,7 +236,7 @@ public sealed class BackupJob
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(outerCt);
         var ct = cts.Token;
         var free = new BoundedQueue<byte[]>(bufferCount);
-        var work = new BoundedQueue<Batch>(bufferCount);
+        var work = new BoundedQueue<ReadBatch>(bufferCount);
         // Compressed chunks waiting for the packer. Their buffers come from a fixed free list, allocated
         // once: the shared ArrayPool keeps only a few arrays per size per core, so with dozens in flight
         // it would allocate on most rents.
@@ -246,9 +246,7 @@ public sealed class BackupJob
         var freeOut = new BoundedQueue<byte[]>(outCount);
         int maxEncoded = Lz4Block.MaxEncodedLength(_repo.ChunkSize);
         for (int i = 0; i < outCount; i++) freeOut.Add(GC.AllocateUninitializedArray<byte>(maxEncoded));
-        // Pinned, with room to start on a page boundary: O_DIRECT reads DMA straight into them.
-        for (int i = 0; i < bufferCount; i++)
-            free.Add(GC.AllocateUninitializedArray<byte>(BatchSize + BlockSource.DirectAlignment, pinned: true));
+        for (int i = 0; i < bufferCount; i++) free.Add(SourceReader.NewBuffer());
         using var cancelQueues = ct.Register(() => { free.Cancel(); work.Cancel(); toPack.Cancel(); freeOut.Cancel(); });
         Exception? failure = null;
         void Fail(Exception e)
@@ -259,7 +257,7 @@ public sealed class BackupJob
 
         var reader = new Thread(() =>
         {
-            try { ReadLoop(source, free, work, c, ct); }
+            try { c.Holes = SourceReader.ReadLoop(source, free, work, Progress, ct); }
             catch (OperationCanceledException) { }
             catch (Exception e) { Fail(e); }
             finally { work.Complete(); }
@@ -304,38 +302,7 @@ public sealed class BackupJob
         outerCt.ThrowIfCancellationRequested();
     }
 
-    private void ReadLoop(BlockSource source, BoundedQueue<byte[]> free, BoundedQueue<Batch> work, Counters c, CancellationToken ct)
-    {
-        long size = source.Size;
-        long pos = 0;
-        while (pos < size)
-        {
-            long next = source.NextData(pos);
-            if (next >= size) { c.Holes += size - pos; break; }
-            long start = next - next % BatchSize;
-            if (start < pos) start = pos;
-            c.Holes += start - pos;
-            int len = (int)Math.Min(BatchSize, size - start);
-            ct.ThrowIfCancellationRequested();
-            free.TryTake(out var buf);
-            int align = AlignedStart(buf!);
-            int n = source.ReadBatch(buf.AsSpan(align), start, len);
-            if (n != len)
-                throw new SourceException($"source '{source.Path}' ended at {start + n} bytes, expected {size}: was it truncated during the backup?");
-            pos = start + len;
-            Progress.DoneBytes = pos;
-            work.Add(new Batch(buf!, align, start, len));
-        }
-        Progress.DoneBytes = size;
-    }
-
-    private static unsafe int AlignedStart(byte[] pinned)
-    {
-        long address = (long)System.Runtime.CompilerServices.Unsafe.AsPointer(ref System.Runtime.InteropServices.MemoryMarshal.GetArrayDataReference(pinned));
-        return (int)((BlockSource.DirectAlignment - address % BlockSource.DirectAlignment) % BlockSource.DirectAlignment);
-    }
-
-    private void WorkLoop(BlockSource source, SafeFileHandle? oldMap, SafeFileHandle newMap, BoundedQueue<Batch> work,
+    private void WorkLoop(BlockSource source, SafeFileHandle? oldMap, SafeFileHandle newMap, BoundedQueue<ReadBatch> work,
         BoundedQueue<byte[]> free, BoundedQueue<PackItem> toPack, BoundedQueue<byte[]> freeOut, Counters total, CancellationToken ct)
     {
         int chunkSize = _repo.ChunkSize;
@@ -405,6 +372,7 @@ public sealed class BackupJob
                 }
             }
             RandomAccess.Write(newMap, newEntries.AsSpan(0, entryBytes), ChangeMap.EntryOffset(firstChunk));
+            _options.Observer?.OnBatch(batch.Data, batch.Offset, ct);
             if (_options.DropSourceCache && !source.DirectIo) source.DropCache(batch.Offset, batch.Length);
             free.Add(batch.Buffer);
             Interlocked.Add(ref total.Zero, zero);
