@@ -1,6 +1,7 @@
 using System.Text.Json;
 using BlockRepl.Core.Formats;
 using BlockRepl.Engine;
+using BlockRepl.Engine.Ebs;
 using BlockRepl.Engine.Jobs;
 using BlockRepl.Engine.Repository;
 using BlockRepl.Engine.Sources;
@@ -82,30 +83,62 @@ internal static class Commands
 
     public static async Task<int> BackupAsync(string[] argv, CancellationToken ct)
     {
-        var a = Parse(argv, ["--repo", "--tag", "--state-dir", "--chunk-size", "--storage-class", "--host"], ["--drop-cache", "--direct-io"]);
-        if (a.Positionals.Count != 1) throw new UsageException("backup needs exactly one source: blockrepl backup <image|device> --repo <dir>");
-        string location = a.Required("--repo", "<dir>: the repository to back up into");
+        var a = Parse(argv, ["--repo", "--to", "--tag", "--state-dir", "--chunk-size", "--storage-class", "--host", .. EbsCommands.TargetValueOptions],
+            ["--drop-cache", "--direct-io", .. EbsCommands.TargetFlags]);
+        if (a.Positionals.Count != 1) throw new UsageException("backup needs exactly one source: blockrepl backup <image|device> --repo <dir|s3://…|ebs://REGION>");
+        // Targets: at most one repository and one EBS chain, fed by the same read.
+        var targets = a.Values("--repo").Concat(a.Values("--to")).ToList();
+        if (targets.Count == 0) throw new UsageException("missing --repo <dir>: the repository to back up into (or ebs://REGION for an EBS snapshot chain)");
+        var ebsTargets = targets.Where(EbsCommands.IsEbs).ToList();
+        var repoTargets = targets.Where(t => !EbsCommands.IsEbs(t)).ToList();
+        if (ebsTargets.Count > 1 || repoTargets.Count > 1)
+            throw new UsageException("backup writes to at most one repository and one EBS chain (e.g. --repo /backup --to ebs://us-east-1)");
+        string? location = repoTargets.FirstOrDefault();
         bool json = a.Flag("--json");
+        string host = Host(a);
+        string stateDir = a.Value("--state-dir") ?? StateDirectory.Default;
+        var ebsOptions = EbsCommands.TargetOptions(a, host);
+        using var ebsClient = ebsTargets.Count == 0 ? null
+            : EbsCommands.Client(EbsCommands.Region(ebsTargets[0]), a.Value("--ebs-endpoint-url") ?? (location is null ? a.Value("--endpoint-url") : null), a.Value("--profile"));
+        using var ebs = ebsClient is null ? null : new EbsReplicator(ebsClient, ebsOptions, stateDir, Log.Logger);
+        using var source = BlockSource.Open(a.Positionals[0]);
+        if (a.Flag("--direct-io") && !source.TryEnableDirectIo())
+            Log.Warning("{Source}: the filesystem refuses O_DIRECT; reading through the page cache", source.Path);
+
+        if (location is null)
+        {
+            var r = await WithProgress(ebs!.Progress, a, () => ebs.RunAsync(source, Workers(a), a.Flag("--drop-cache"), ct)).ConfigureAwait(false);
+            if (json) WriteJson(w => EbsCommands.Write(w, r));
+            else EbsCommands.Print(r);
+            return ExitCodes.Ok;
+        }
+
         var options = new BackupOptions
         {
             Tags = [.. a.Values("--tag")],
-            StateDir = a.Value("--state-dir") ?? StateDirectory.Default,
+            StateDir = stateDir,
             Workers = Workers(a),
             DropSourceCache = a.Flag("--drop-cache"),
             DirectIo = a.Flag("--direct-io"),
-            Host = Host(a),
+            Host = host,
+            Observer = ebs,
         };
         string? storageClass = StorageClass(a);
-        using var source = BlockSource.Open(a.Positionals[0]);
         var (repo, created) = await RepositoryLocator.OpenOrInitAsync(location, ChunkSize(a), ct, a.Value("--endpoint-url"), storageClass).ConfigureAwait(false);
         await using (repo.ConfigureAwait(false))
         {
             if (created) Log.Information("Created repository {Repo}", repo.Location);
+            if (ebs is not null) await ebs.PrepareAsync(source, ct).ConfigureAwait(false);
             var job = new BackupJob(repo, options, Log.Logger);
             BackupResult result = await WithProgress(job.Progress, a, () => job.RunAsync(source, ct)).ConfigureAwait(false);
+            EbsResult? ebsResult = ebs is null ? null : await WithProgress(ebs.Progress, a, () => ebs.FinishAsync(ct)).ConfigureAwait(false);
             Log.Debug("GC: {Allocated} bytes allocated, {Gen0}/{Gen1}/{Gen2} collections, heap {Heap}", GC.GetTotalAllocatedBytes(), GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2), GC.GetGCMemoryInfo().HeapSizeBytes);
-            if (json) WriteBackupJson(result);
-            else PrintBackup(result);
+            if (json) WriteBackupJson(result, ebsResult);
+            else
+            {
+                PrintBackup(result);
+                if (ebsResult is not null) EbsCommands.Print(ebsResult);
+            }
         }
         return ExitCodes.Ok;
     }
@@ -124,7 +157,7 @@ internal static class Commands
         Console.WriteLine($"  stored    {Format.Bytes(s.StoredBytes)} (compression {ratio:0.00}, {r.ObjectsWritten} objects)");
     }
 
-    private static void WriteBackupJson(BackupResult r)
+    private static void WriteBackupJson(BackupResult r, EbsResult? ebs = null)
     {
         var m = r.Manifest;
         var s = m.Stats;
@@ -160,14 +193,21 @@ internal static class Commands
             w.WriteStartArray("tags");
             foreach (var t in m.Tags) w.WriteStringValue(t);
             w.WriteEndArray();
+            if (ebs is not null)
+            {
+                w.WritePropertyName("ebs");
+                EbsCommands.Write(w, ebs);
+            }
             w.WriteEndObject();
         });
     }
 
     public static async Task<int> SnapshotsAsync(string[] argv, CancellationToken ct)
     {
-        var a = Parse(argv, ["--repo"], []);
+        var a = Parse(argv, ["--repo", "--state-dir"], []);
         if (a.Positionals.Count > 0) throw new UsageException($"snapshots takes no arguments (got '{a.Positionals[0]}')");
+        if (a.Value("--repo") is { } ebsRepo && EbsCommands.IsEbs(ebsRepo))
+            return EbsCommands.Snapshots(a, ebsRepo, a.Value("--state-dir") ?? StateDirectory.Default);
         await using var repo = await RepositoryLocator.OpenAsync(a.Required("--repo", "<dir>"), loadIndex: false, ct, a.Value("--endpoint-url")).ConfigureAwait(false);
         var corrupt = new List<string>();
         var list = await repo.ListSnapshotsAsync((key, e) => corrupt.Add(e.Message), ct).ConfigureAwait(false);
@@ -217,10 +257,14 @@ internal static class Commands
 
     public static async Task<int> RestoreAsync(string[] argv, CancellationToken ct)
     {
-        var a = Parse(argv, ["--repo", "--to"], []);
+        var a = Parse(argv, ["--repo", "--to", "--state-dir", "--size", "--ebs-endpoint-url", "--profile"], []);
         if (a.Positionals.Count != 1) throw new UsageException("restore needs one recovery point: blockrepl restore <id|latest> --repo <dir> --to <file|device>");
         string location = a.Required("--repo", "<dir>");
         string target = a.Required("--to", "<file|device>: where to write the volume");
+        if (EbsCommands.IsEbs(location))
+            return await EbsCommands.RestoreAsync(a, location, a.Positionals[0], target, a.Value("--state-dir") ?? StateDirectory.Default,
+                (p, run) => WithProgress(p, a, run), ct).ConfigureAwait(false);
+        if (a.Value("--size") is not null) throw new UsageException("--size applies only to restores from ebs://");
         await using var repo = await RepositoryLocator.OpenAsync(location, true, ct, a.Value("--endpoint-url")).ConfigureAwait(false);
         var m = await repo.FindSnapshotAsync(a.Positionals[0], ct).ConfigureAwait(false);
         var job = new RestoreJob(repo, Log.Logger, Workers(a));
@@ -250,6 +294,9 @@ internal static class Commands
         }
         return ExitCodes.Ok;
     }
+
+    public static Task<int> EbsCopyAsync(string[] argv, CancellationToken ct) =>
+        EbsCommands.CopyAsync(argv, (p, run, a) => WithProgress(p, a, run), ct);
 
     public static async Task<int> CopyAsync(string[] argv, CancellationToken ct)
     {

@@ -14,11 +14,13 @@ namespace BlockRepl.Cli
             blockrepl: block-level incremental backup and replication
 
             usage:
-              blockrepl backup <image|device> --repo <dir> [--tag T]... [--state-dir DIR] [--host NAME] [--storage-class C] [--json] [--drop-cache] [--direct-io]
+              blockrepl backup <image|device> --repo <dir|s3://…|ebs://REGION> [--to ebs://REGION] [--tag T]... [--state-dir DIR] [--host NAME] [--storage-class C] [--json] [--drop-cache] [--direct-io]
               blockrepl snapshots --repo <dir> [--json]
               blockrepl restore <id|latest> --repo <dir> --to <file|device> [--json]
+              blockrepl restore <snap-id|latest> --repo ebs://REGION --to <file|device> [--size BYTES]
               blockrepl verify --repo <dir> [--read-data] [--json]
               blockrepl copy --from <repo> --to <repo> [<id|latest>...] [--from-endpoint-url U] [--to-endpoint-url U] [--storage-class C] [--json]
+              blockrepl ebs-copy <snap-id> --from ebs://REGION --to ebs://REGION [--from-endpoint-url U] [--to-endpoint-url U] [--json]
               blockrepl init --repo <dir> [--chunk-size 64K] [--storage-class C]
               blockrepl demo [--size 1G] [--keep] [--dir DIR]
               blockrepl help | version
@@ -26,6 +28,10 @@ namespace BlockRepl.Cli
             repositories: a local directory, or s3://bucket/prefix (credentials and region the AWS CLI way;
               --endpoint-url URL or AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL for S3-compatible stores;
               --storage-class STANDARD_IA, GLACIER_IR… for packs, everything else stays STANDARD)
+            EBS snapshot chains: ebs://REGION as a --repo/--to of backup (first run FULL, then incremental children
+              with ParentSnapshotId; an interrupted snapshot resumes); --ebs-endpoint-url U or AWS_ENDPOINT_URL_EBS,
+              --ebs-tag K=V, --ebs-description D, --ebs-encrypted, --ebs-kms-key ARN, --ebs-timeout MIN,
+              --ebs-no-wait, --ebs-new-chain, --ebs-parent snap-…, --profile P
             common options: --verbose (debug logs), --no-progress, --workers N
             """;
 
@@ -51,6 +57,7 @@ namespace BlockRepl.Cli
                     "restore" => await Commands.RestoreAsync(rest, cts.Token).ConfigureAwait(false),
                     "verify" => await Commands.VerifyAsync(rest, cts.Token).ConfigureAwait(false),
                     "copy" => await Commands.CopyAsync(rest, cts.Token).ConfigureAwait(false),
+                    "ebs-copy" => await Commands.EbsCopyAsync(rest, cts.Token).ConfigureAwait(false),
                     "init" => await Commands.InitAsync(rest, cts.Token).ConfigureAwait(false),
                     "demo" => await Demo.RunAsync(rest, cts.Token).ConfigureAwait(false),
                     "help" or "--help" or "-h" => PrintUsage(),
