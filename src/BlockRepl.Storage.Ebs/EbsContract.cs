@@ -65,6 +65,10 @@ public sealed class EbsException(string message, string errorType, string? reaso
     public int StatusCode { get; } = statusCode;
     public bool IsNotFound => ErrorType == "ResourceNotFoundException";
     public bool IsThrottling => ErrorType is "RequestThrottledException" or "ThrottlingException" or "ConcurrentLimitExceededException";
+    /// <summary>The service's own message (its <c>message</c>/<c>Message</c> member), when there was one.</summary>
+    public string? ServiceMessage { get; init; }
+    /// <summary>How many attempts were made before giving up (1 when the error was not retryable).</summary>
+    public int Attempts { get; init; } = 1;
 }
 
 /// <summary>Statistics a caller can show (all counters are totals since the client was created).</summary>
