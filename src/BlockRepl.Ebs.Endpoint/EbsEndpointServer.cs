@@ -23,6 +23,9 @@ public sealed partial class EbsEndpointServer : IAsyncDisposable
     private const int BlockSize = BlockFile.BlockSize;
     private const int MaxJsonBody = 64 * 1024;
 
+    // Tokens are base64: write '+' and '/' as themselves, as AWS does, not as \u002B.
+    private static readonly JsonWriterOptions s_jsonWriterOptions = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
     private readonly EbsEndpointOptions _o;
     private readonly long[] _counters = new long[(int)Op.Count * (int)Counter.Count];
     private long _bytesWritten;
@@ -338,12 +341,14 @@ public sealed partial class EbsEndpointServer : IAsyncDisposable
             ctx.Abort();
             return;
         }
+        string? requestId = ctx.Response.Headers["x-amzn-RequestId"];
         ctx.Response.Clear();
+        ctx.Response.Headers["x-amzn-RequestId"] = requestId ?? Guid.NewGuid().ToString();
         ctx.Response.StatusCode = e.Status;
         ctx.Response.Headers["x-amzn-ErrorType"] = e.Type;
         ctx.Response.ContentType = "application/json";
         var buffer = new ArrayBufferWriter<byte>(256);
-        using (var w = new Utf8JsonWriter(buffer))
+        using (var w = new Utf8JsonWriter(buffer, s_jsonWriterOptions))
         {
             w.WriteStartObject();
             w.WriteString("__type", e.Type);
@@ -359,7 +364,7 @@ public sealed partial class EbsEndpointServer : IAsyncDisposable
     private static async Task WriteJsonAsync(HttpContext ctx, int status, Action<Utf8JsonWriter> write)
     {
         var buffer = new ArrayBufferWriter<byte>(512);
-        using (var w = new Utf8JsonWriter(buffer))
+        using (var w = new Utf8JsonWriter(buffer, s_jsonWriterOptions))
         {
             write(w);
         }
