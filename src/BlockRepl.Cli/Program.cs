@@ -23,6 +23,7 @@ namespace BlockRepl.Cli
               blockrepl ebs-copy <snap-id> --from ebs://REGION --to ebs://REGION [--from-endpoint-url U] [--to-endpoint-url U] [--json]
               blockrepl init --repo <dir> [--chunk-size 64K] [--storage-class C]
               blockrepl demo [--size 1G] [--keep] [--dir DIR]
+              blockrepl ebs-endpoint --data DIR [--listen 127.0.0.1:PORT] [--no-auth] [--put-rate N] [--minute 60s] ... (docs/ebs-endpoint.md)
               blockrepl help | version
 
             repositories: a local directory, or s3://bucket/prefix (credentials and region the AWS CLI way;
@@ -60,6 +61,7 @@ namespace BlockRepl.Cli
                     "ebs-copy" => await Commands.EbsCopyAsync(rest, cts.Token).ConfigureAwait(false),
                     "init" => await Commands.InitAsync(rest, cts.Token).ConfigureAwait(false),
                     "demo" => await Demo.RunAsync(rest, cts.Token).ConfigureAwait(false),
+                    "ebs-endpoint" => await EbsEndpointCommand.RunAsync(rest, cts.Token).ConfigureAwait(false),
                     "help" or "--help" or "-h" => PrintUsage(),
                     "version" or "--version" => PrintVersion(),
                     _ => throw new UsageException($"unknown command '{command}' (see 'blockrepl help')"),
