@@ -179,7 +179,9 @@ public sealed partial class EbsClient
             }
             int status = (int)response.StatusCode;
             var error = EbsErrors.Parse(status, EbsErrors.HeaderValue(response.Headers, "x-amzn-ErrorType"), buffer.AsSpan(0, length));
-            string text = $"EBS {call.Describe()}: {error.Type}: {error.Message ?? response.ReasonPhrase ?? "no message"} (HTTP {status}"
+            // "AccessDenied", not "AccessDeniedException": users read this line, not the SDK's type names.
+            string kind = error.Type.EndsWith("Exception", StringComparison.Ordinal) ? error.Type[..^"Exception".Length] : error.Type;
+            string text = $"EBS {call.Describe()}: {kind}: {error.Message ?? response.ReasonPhrase ?? "no message"} (HTTP {status}"
                 + (error.Reason is null ? ")" : $", reason {error.Reason})");
             return new EbsException(text, error.Type, error.Reason, status) { ServiceMessage = error.Message };
         }
