@@ -213,4 +213,115 @@ public sealed class EbsReplicationTests : IAsyncLifetime
         r = Run(_ebs, "restore", "not-a-snapshot", "--repo", "ebs://us-east-1", "--to", _dir.File("x.img"));
         Cli.AssertOneLineError(r, 2);
     }
+
+    /// <summary>Waits (polling, with a deadline) until the chain's journal holds at least <paramref name="records"/> records.</summary>
+    private void WaitForJournal(System.Diagnostics.Process p, int records)
+    {
+        var deadline = DateTime.UtcNow.AddMinutes(2);
+        while (DateTime.UtcNow < deadline && !p.HasExited)
+        {
+            var j = Directory.Exists(StateDir) ? Directory.GetFiles(StateDir, "ebs-*.journal") : [];
+            if (j.Length == 1 && new FileInfo(j[0]).Length >= 64 + 64L * records) return;
+            Thread.Sleep(20);
+        }
+        throw new Xunit.Sdk.XunitException(p.HasExited ? $"backup finished before the kill point: {p.StandardError.ReadToEnd()}" : "journal never grew");
+    }
+
+    private string PendingSnapshotId()
+    {
+        var state = JsonDocument.Parse(File.ReadAllText(Directory.GetFiles(StateDir, "ebs-*.json").Single())).RootElement;
+        return state.GetProperty("pending").GetProperty("snapshotId").GetString()!;
+    }
+
+    [Fact]
+    public async Task Kill_9_mid_snapshot_resumes_the_same_pending_snapshot_without_re_sending_acknowledged_blocks()
+    {
+        await using var slow = await EbsEndpoint.StartAsync(d => EbsEndpoint.Default(d, putRate: 100));
+        string img = _dir.File("disk.img");
+        long size = 300L * Block;
+        DiskImages.Random(img, size, seed: 2024);
+        var p = CliRunner.Start(["backup", img, "--repo", "ebs://us-east-1", "--ebs-endpoint-url", slow.Url.ToString(), "--no-progress"], slow.ClientEnv(StateDir));
+        WaitForJournal(p, 120);
+        p.Kill();
+        p.WaitForExit();
+        string pending = PendingSnapshotId();
+        long putsBefore = slow.Server.GetStats().Operations["PutSnapshotBlock"].Succeeded;
+        Assert.InRange(putsBefore, 40, 299);
+
+        var r = Json(slow, "backup", img, "--repo", "ebs://us-east-1", "--ebs-endpoint-url", slow.Url.ToString());
+        Assert.True(r.GetProperty("resumed").GetBoolean());
+        Assert.Equal(pending, r.Str("snapshotId"));
+        Assert.Equal("FULL", r.Str("mode"));
+        Assert.Equal(300, r.Long("changedBlocks"));
+        Assert.True(r.Long("resumedBlocks") >= 40, r.ToString());
+        // Acknowledged blocks are not sent again (at most the few in flight at the kill are).
+        long putsTotal = slow.Server.GetStats().Operations["PutSnapshotBlock"].Succeeded;
+        Assert.True(putsTotal <= 300 + 64, $"{putsTotal} puts for 300 blocks");
+        Assert.Equal(300 - r.Long("resumedBlocks"), r.Long("blocksPut"));
+        Json(slow, "restore", r.Str("snapshotId"), "--repo", "ebs://us-east-1", "--ebs-endpoint-url", slow.Url.ToString(), "--to", _dir.File("r.img"), "--size", size.ToString());
+        Assert.True(Files.ContentEquals(img, _dir.File("r.img")));
+    }
+
+    [Fact]
+    public async Task A_pending_snapshot_past_its_timeout_is_replaced_by_a_new_one_with_the_right_parent()
+    {
+        // One "minute" of StartSnapshot's Timeout lasts 100 ms here: --ebs-timeout 10 expires after 1 s idle.
+        await using var ebs = await EbsEndpoint.StartAsync(d => EbsEndpoint.Default(d, putRate: 100, minute: TimeSpan.FromMilliseconds(100)));
+        string img = _dir.File("disk.img");
+        long size = 200L * Block;
+        DiskImages.Random(img, size, seed: 31);
+        string[] args = ["backup", img, "--repo", "ebs://us-east-1", "--ebs-endpoint-url", ebs.Url.ToString(), "--ebs-timeout", "10"];
+        var full = Json(ebs, args);
+        string parent = full.Str("snapshotId");
+        WriteLoad.ScatteredWrites(img, 150, 4096, seed: 8);
+
+        var p = CliRunner.Start([.. args, "--no-progress"], ebs.ClientEnv(StateDir));
+        WaitForJournal(p, 20);
+        p.Kill();
+        p.WaitForExit();
+        string expired = PendingSnapshotId();
+        var deadline = DateTime.UtcNow.AddMinutes(1);
+        while (!(ebs.Server.GetStats().Snapshots.TryGetValue("error", out int n) && n >= 1))
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the endpoint never expired the pending snapshot");
+            await Task.Delay(50);
+        }
+
+        var r = Json(ebs, args);
+        Assert.False(r.GetProperty("resumed").GetBoolean());
+        Assert.NotEqual(expired, r.Str("snapshotId"));
+        Assert.Equal(parent, r.Str("parentSnapshotId"));
+        Assert.Equal("INCREMENTAL", r.Str("mode"));
+        Json(ebs, "restore", r.Str("snapshotId"), "--repo", "ebs://us-east-1", "--ebs-endpoint-url", ebs.Url.ToString(), "--to", _dir.File("r.img"), "--size", size.ToString());
+        Assert.True(Files.ContentEquals(img, _dir.File("r.img")));
+    }
+
+    [Fact]
+    public async Task Ebs_copy_to_another_region_moves_everything_once_then_only_changed_blocks()
+    {
+        await using var dr = await EbsEndpoint.StartAsync();
+        string img = _dir.File("disk.img");
+        long size = 40L * Block;
+        DiskImages.Mixed(img, size, seed: 55);
+        string a = Backup(img).Str("snapshotId");
+        File.Copy(img, _dir.File("a.img"));
+        string[] copy = ["ebs-copy", "--from", "ebs://us-east-1", "--from-endpoint-url", _ebs.Url.ToString(),
+            "--to", "ebs://eu-west-1", "--to-endpoint-url", dr.Url.ToString(), "--state-dir", StateDir];
+        var c1 = Json(_ebs, [.. copy, a]);
+        Assert.Equal("FULL", c1.Str("mode"));
+        WriteLoad.ScatteredWrites(img, 4, 4096, seed: 4);
+        var changed = DifferingBlocks(_dir.File("a.img"), img);
+        string b = Backup(img).Str("snapshotId");
+        var c2 = Json(_ebs, [.. copy, b]);
+        Assert.Equal("INCREMENTAL", c2.Str("mode"));
+        Assert.Equal(c1.Str("snapshotId"), c2.Str("parentSnapshotId"));
+        Assert.Equal(changed.Count, c2.Long("blocksCopied"));
+        Assert.Equal("ALREADY_COPIED", Json(_ebs, [.. copy, b]).Str("mode"));
+
+        string[] restore = ["restore", "--repo", "ebs://eu-west-1", "--ebs-endpoint-url", dr.Url.ToString(), "--size", size.ToString()];
+        Json(dr, [.. restore, c1.Str("snapshotId"), "--to", _dir.File("ra.img")]);
+        Json(dr, [.. restore, c2.Str("snapshotId"), "--to", _dir.File("rb.img")]);
+        Assert.True(Files.ContentEquals(_dir.File("a.img"), _dir.File("ra.img")));
+        Assert.True(Files.ContentEquals(img, _dir.File("rb.img")));
+    }
 }
