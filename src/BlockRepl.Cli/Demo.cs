@@ -1,6 +1,8 @@
 using System.Diagnostics;
 using BlockRepl.Core.Formats;
+using BlockRepl.Ebs.Endpoint;
 using BlockRepl.Engine;
+using BlockRepl.Engine.Ebs;
 using BlockRepl.Engine.Jobs;
 using BlockRepl.Engine.Repository;
 using BlockRepl.Engine.Sources;
@@ -10,7 +12,9 @@ namespace BlockRepl.Cli;
 
 /// <summary>
 /// The embedded default job: sample disk → full backup → ~1 % scattered change → incremental →
-/// restore both recovery points → byte-for-byte compare → verify --read-data → figures.
+/// restore both recovery points → byte-for-byte compare → verify --read-data → figures. Each backup's
+/// read also feeds an EBS snapshot chain on a local EBS-compatible endpoint (SigV4-verified, started
+/// in-process on 127.0.0.1), whose incremental snapshot is restored and compared too.
 /// </summary>
 internal static class Demo
 {
@@ -34,6 +38,8 @@ internal static class Demo
                 File.Delete(p);
             if (Directory.Exists(repoDir)) Directory.Delete(repoDir, true);
             if (Directory.Exists(stateDir)) Directory.Delete(stateDir, true);
+            string ebsDir = Path.Combine(dir, "ebs-endpoint");
+            if (Directory.Exists(ebsDir)) Directory.Delete(ebsDir, true);
 
             Console.WriteLine($"== blockrepl demo in {dir}");
             var sw = Stopwatch.StartNew();
@@ -41,18 +47,32 @@ internal static class Demo
             Console.WriteLine($"sample disk: {image}, {Format.Bytes(size)}, {what} ({sw.Elapsed.TotalSeconds:0.0} s)");
 
             await using var repo = await RepositoryLocator.InitAsync(repoDir, ChunkGeometry.DefaultChunkSize, ct).ConfigureAwait(false);
-            var options = new BackupOptions { StateDir = stateDir, Tags = ["demo"] };
 
-            Console.WriteLine("\n== 1. full backup");
-            var full = await BackupAsync(repo, options, image, progress, ct).ConfigureAwait(false);
+            // A local EBS-compatible endpoint with throwaway credentials: the second target of every backup.
+            string accessKey = "AKID" + Convert.ToHexString(System.Security.Cryptography.RandomNumberGenerator.GetBytes(8));
+            string secretKey = Convert.ToBase64String(System.Security.Cryptography.RandomNumberGenerator.GetBytes(30));
+            await using var endpoint = new EbsEndpointServer(new EbsEndpointOptions
+            {
+                DataDirectory = ebsDir, AccessKeyId = accessKey, SecretAccessKey = secretKey,
+                CompletionDelay = TimeSpan.FromMilliseconds(200), Durable = false,
+            });
+            Uri ebsUrl = await endpoint.StartAsync(ct).ConfigureAwait(false);
+            using var ebsClient = BlockRepl.Storage.Ebs.EbsClient.Create(new BlockRepl.Storage.Ebs.EbsClientOptions
+            {
+                Region = "us-east-1", EndpointUrl = ebsUrl, Credentials = new Amazon.Runtime.BasicAWSCredentials(accessKey, secretKey),
+            });
+            Console.WriteLine($"EBS-compatible endpoint: {ebsUrl} (ebs://us-east-1, SigV4 verified)");
+
+            Console.WriteLine("\n== 1. full backup (repository + EBS snapshot chain, one read)");
+            var (full, ebsFull) = await BackupAsync(repo, ebsClient, stateDir, image, progress, ct).ConfigureAwait(false);
             File.Copy(image, image + ".v1");
 
             Console.WriteLine("\n== 2. change ~1 % of the disk (scattered 64 KiB writes)");
             long changed = SampleDisk.ScatteredWrites(image, 0.01, seed: 42);
             Console.WriteLine($"wrote {Format.Bytes(changed)} at {changed / 65536} random 64 KiB-aligned offsets");
 
-            Console.WriteLine("\n== 3. incremental backup");
-            var incr = await BackupAsync(repo, options, image, progress, ct).ConfigureAwait(false);
+            Console.WriteLine("\n== 3. incremental backup (repository + EBS child snapshot)");
+            var (incr, ebsIncr) = await BackupAsync(repo, ebsClient, stateDir, image, progress, ct).ConfigureAwait(false);
 
             Console.WriteLine("\n== 4. restore both recovery points and compare byte for byte");
             bool allEqual = true;
@@ -67,6 +87,18 @@ internal static class Demo
                 rows.Add(($"restore {result.Manifest.Id[..8]}", $"{Format.Duration(r.Seconds)}, {Format.Rate(r.Size, r.Seconds)}, {(equal ? "byte-identical" : "MISMATCH")}"));
             }
 
+            {
+                string target = Path.Combine(dir, "restore-ebs.img");
+                File.Delete(target);
+                var job = new EbsRestoreJob(ebsClient, Log.Logger);
+                var r = await Commands.WithProgress(job.Progress, progress, () => job.RunAsync(ebsIncr.SnapshotId, target, size, ct)).ConfigureAwait(false);
+                bool equal = SameContent(image, target);
+                allEqual &= equal;
+                Console.WriteLine($"restored EBS {r.SnapshotId} in {Format.Duration(r.Seconds)} ({Format.Rate(r.Size, r.Seconds)}): {(equal ? "identical to the source" : "DIFFERENT FROM THE SOURCE")}");
+                rows.Add(($"restore EBS", $"{Format.Duration(r.Seconds)}, {Format.Rate(r.Size, r.Seconds)}, {(equal ? "byte-identical" : "MISMATCH")}"));
+                File.Delete(target);
+            }
+
             Console.WriteLine("\n== 5. verify --read-data");
             var report = await new VerifyJob(repo.Backend).RunAsync(readData: true, ct).ConfigureAwait(false);
             Console.WriteLine(report.Ok ? $"repository ok: {report.Blobs} blobs in {report.Packs} packs re-hashed" : $"verify found {report.Problems.Count} problems");
@@ -75,6 +107,8 @@ internal static class Demo
             Console.WriteLine("\n== figures");
             Console.WriteLine($"  full backup         {Figures(full)}");
             Console.WriteLine($"  incremental backup  {Figures(incr)}");
+            Console.WriteLine($"  EBS full snapshot   {ebsFull.SnapshotId}: {ebsFull.BlocksPut} blocks of 512 KiB put");
+            Console.WriteLine($"  EBS child snapshot  {ebsIncr.SnapshotId}: {ebsIncr.BlocksPut} changed blocks put (parent {ebsIncr.ParentSnapshotId})");
             Console.WriteLine($"  changed by the test {Format.Bytes(changed)}; incremental stored {Format.Bytes(incr.Manifest.Stats.NewBytes)} of new chunks before compression ({(double)incr.Manifest.Stats.NewBytes / changed:0.00}x)");
             foreach (var (step, figures) in rows) Console.WriteLine($"  {step,-19} {figures}");
             Console.WriteLine($"  repository          {Format.Bytes(repoBytes)} for {Format.Bytes(size)} disk ({(double)repoBytes / size:0.00}x), 2 recovery points");
@@ -94,13 +128,17 @@ internal static class Demo
         return $"{r.Manifest.Mode,-11} {Format.Duration(s.Seconds)}, {Format.Rate(s.ScannedBytes, s.Seconds)}, changed {Format.Bytes(s.ChangedBytes)}, stored {Format.Bytes(s.StoredBytes)}";
     }
 
-    private static async Task<BackupResult> BackupAsync(Repo repo, BackupOptions options, string image, bool progress, CancellationToken ct)
+    private static async Task<(BackupResult, EbsResult)> BackupAsync(Repo repo, BlockRepl.Storage.Ebs.IEbsClient ebsClient, string stateDir, string image, bool progress, CancellationToken ct)
     {
         using var source = BlockSource.Open(image);
-        var job = new BackupJob(repo, options, Log.Logger);
+        using var ebs = new EbsReplicator(ebsClient, new EbsTargetOptions { Description = "blockrepl demo" }, stateDir, Log.Logger);
+        await ebs.PrepareAsync(source, ct).ConfigureAwait(false);
+        var job = new BackupJob(repo, new BackupOptions { StateDir = stateDir, Tags = ["demo"], Observer = ebs }, Log.Logger);
         BackupResult r = await Commands.WithProgress(job.Progress, progress, () => job.RunAsync(source, ct)).ConfigureAwait(false);
+        var e = await Commands.WithProgress(ebs.Progress, progress, () => ebs.FinishAsync(ct)).ConfigureAwait(false);
         Commands.PrintBackup(r);
-        return r;
+        EbsCommands.Print(e);
+        return (r, e);
     }
 
     private static bool SameContent(string a, string b)

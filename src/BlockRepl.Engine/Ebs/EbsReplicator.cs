@@ -78,6 +78,7 @@ public sealed class EbsReplicator : IBatchObserver, IDisposable
     private Exception? _failure;
     private long _blocksPut, _zeroPut, _bytesPut;
     private readonly Stopwatch _clock = new();
+    private long _requests0, _retries0, _throttled0;
 
     public JobProgress Progress { get; } = new();
 
@@ -109,6 +110,8 @@ public sealed class EbsReplicator : IBatchObserver, IDisposable
     public async Task PrepareAsync(BlockSource source, CancellationToken ct)
     {
         _clock.Start();
+        var st0 = _client.Stats;
+        (_requests0, _retries0, _throttled0) = (Interlocked.Read(ref st0.Requests), Interlocked.Read(ref st0.Retries), Interlocked.Read(ref st0.Throttled));
         Progress.Phase = "preparing EBS snapshot";
         Progress.TotalBytes = source.Size;
         _volumeBytes = source.Size;
@@ -444,7 +447,8 @@ public sealed class EbsReplicator : IBatchObserver, IDisposable
             return new EbsResult(id, _pending.ParentSnapshotId, _mode, _mode == "RESCAN" ? _rescanReason : null, _resumed, _resumedBlocks,
                 changed, _blocksPut, _zeroPut, _bytesPut, _volumeBytes, _pending.VolumeSizeGiB, status,
                 Math.Round(_clock.Elapsed.TotalSeconds, 3), Math.Round(waitSeconds, 3),
-                Interlocked.Read(ref st.Requests), Interlocked.Read(ref st.Retries), Interlocked.Read(ref st.Throttled), st.CurrentConcurrency,
+                Interlocked.Read(ref st.Requests) - _requests0, Interlocked.Read(ref st.Retries) - _retries0,
+                Interlocked.Read(ref st.Throttled) - _throttled0, st.CurrentConcurrency,
                 _client.Region, _state.Endpoint);
         }
         catch
