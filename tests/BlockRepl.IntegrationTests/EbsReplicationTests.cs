@@ -324,4 +324,22 @@ public sealed class EbsReplicationTests : IAsyncLifetime
         Assert.True(Files.ContentEquals(_dir.File("a.img"), _dir.File("ra.img")));
         Assert.True(Files.ContentEquals(img, _dir.File("rb.img")));
     }
+
+    [Fact]
+    public void Encrypted_chain_writes_zero_blocks_too_because_unwritten_blocks_read_as_random_data()
+    {
+        string img = _dir.File("sparse.img");
+        long size = 16L * Block;
+        DiskImages.Sparse(img, size, seed: 3, dataOffsets: [3L * Block], dataLength: 70_000);
+        var full = Backup(img, "--ebs-encrypted");
+        Assert.Equal(16, full.Long("blocksPut"));
+        Assert.Equal(15, full.Long("zeroBlocksPut"));
+        Restore(full.Str("snapshotId"), _dir.File("r.img"), size);
+        Assert.True(Files.ContentEquals(img, _dir.File("r.img")), "an unwritten block of an encrypted snapshot leaked through");
+        // Children inherit encryption (EBS refuses Encrypted with a parent) and put only what changed.
+        WriteLoad.ScatteredWrites(img, 1, 4096, seed: 1);
+        var incr = Backup(img, "--ebs-encrypted");
+        Assert.Equal("INCREMENTAL", incr.Str("mode"));
+        Assert.Equal(1, incr.Long("blocksPut"));
+    }
 }
