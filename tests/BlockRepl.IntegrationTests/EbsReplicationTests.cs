@@ -335,7 +335,7 @@ public sealed class EbsReplicationTests : IAsyncLifetime
         Assert.Equal(16, full.Long("blocksPut"));
         Assert.Equal(15, full.Long("zeroBlocksPut"));
         Restore(full.Str("snapshotId"), _dir.File("r.img"), size);
-        Assert.True(Files.ContentEquals(img, _dir.File("r.img")), "an unwritten block of an encrypted snapshot leaked through");
+        Assert.True(Files.ContentEquals(img, _dir.File("r.img")), "restore of the encrypted snapshot differs");
         // Children inherit encryption (EBS refuses Encrypted with a parent) and put only what changed.
         WriteLoad.ScatteredWrites(img, 1, 4096, seed: 1);
         var incr = Backup(img, "--ebs-encrypted");
