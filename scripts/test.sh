@@ -36,6 +36,23 @@ REQUIRED=(
   "uuidgen uuid-runtime"  # start-rgw.sh cluster and OSD ids
 )
 
+# tests/ebs-js: the official AWS SDK for JavaScript EBS client, run by BlockRepl.Ebs.Endpoint.Tests
+# against the endpoint. Installed from the lock file (npm ci) when node_modules is missing; without
+# node or npm the test is skipped with its reason, not failed.
+install_ebs_js() {
+  local dir="$ROOT/tests/ebs-js"
+  [ -f "$dir/package-lock.json" ] || return 0
+  [ -d "$dir/node_modules/@aws-sdk/client-ebs" ] && return 0
+  if ! command -v npm >/dev/null 2>&1; then
+    warn "npm not found: the @aws-sdk/client-ebs cross-check (tests/ebs-js) will be skipped"
+    return 0
+  fi
+  log "installing tests/ebs-js (npm ci)"
+  if ! npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error; then
+    warn "npm ci in tests/ebs-js failed: the @aws-sdk/client-ebs cross-check will be skipped"
+  fi
+}
+
 log() { printf '==> %s\n' "$*"; }
 err() { printf 'error: %s\n' "$*" >&2; }
 warn() { printf 'warning: %s\n' "$*" >&2; }
@@ -138,6 +155,7 @@ fi
 rm -rf "$RESULTS"
 
 install_missing
+install_ebs_js
 
 log "building BlockRepl.sln (Release)"
 mkdir -p "$RESULTS"
