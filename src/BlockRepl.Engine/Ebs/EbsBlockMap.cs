@@ -169,6 +169,8 @@ internal sealed class EbsJournal : IDisposable
     private readonly byte[] _record = new byte[RecordSize];
     private long _written, _durable;
     private bool _closed;
+    // Completed after the next fsync round starts and finishes, so it covers everything appended before it was taken.
+    private TaskCompletionSource _nextRound = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly Thread _flusher;
 
     public readonly record struct Entry(int Index, bool Acked, BlockHash Hash, byte[]? Sha256);
@@ -260,6 +262,17 @@ internal sealed class EbsJournal : IDisposable
         }
     }
 
+    /// <summary>Completes when every record up to <paramref name="seq"/> is on disk, without blocking a thread.</summary>
+    public Task WhenDurableAsync(long seq)
+    {
+        lock (_lock)
+        {
+            if (_durable >= seq) return Task.CompletedTask;
+            if (_closed) return Task.FromException(new ObjectDisposedException(nameof(EbsJournal)));
+            return _nextRound.Task;
+        }
+    }
+
     /// <summary>Everything appended so far is on disk when this returns.</summary>
     public void Sync()
     {
@@ -273,20 +286,25 @@ internal sealed class EbsJournal : IDisposable
         while (true)
         {
             long target;
+            TaskCompletionSource round;
             lock (_lock)
             {
                 while (_durable == _written && !_closed) Monitor.Wait(_lock);
-                if (_closed) return;
+                if (_closed) { _nextRound.TrySetException(new ObjectDisposedException(nameof(EbsJournal))); return; }
                 target = _written;
+                round = _nextRound;
+                _nextRound = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             }
             // fsync outside the lock, so appends continue meanwhile (they are covered by the next round).
             try { LinuxFile.Fsync(_file.SafeFileHandle, _file.Name); }
-            catch (Exception)
+            catch (Exception e)
             {
-                lock (_lock) { _closed = true; Monitor.PulseAll(_lock); }
+                lock (_lock) { _closed = true; Monitor.PulseAll(_lock); _nextRound.TrySetException(e); }
+                round.TrySetException(e);
                 return;
             }
             lock (_lock) { _durable = Math.Max(_durable, target); Monitor.PulseAll(_lock); }
+            round.TrySetResult();
         }
     }
 
@@ -294,6 +312,7 @@ internal sealed class EbsJournal : IDisposable
     {
         lock (_lock) { _closed = true; Monitor.PulseAll(_lock); }
         _flusher.Join();
+        _nextRound.TrySetException(new ObjectDisposedException(nameof(EbsJournal)));
         _file.Dispose();
     }
 }

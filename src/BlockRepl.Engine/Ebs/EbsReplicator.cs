@@ -329,15 +329,12 @@ public sealed class EbsReplicator : IBatchObserver, IDisposable
     }
 
     /// <summary>
-    /// Journals the intents of a few blocks (one group fsync), then copies each into a put buffer (zero-padded to
-    /// 512 KiB, SHA-256 in the buffer's tail) and starts its put. Blocks while every buffer is in flight.
+    /// Copies each block into a put buffer (zero-padded to 512 KiB, SHA-256 in the buffer's tail), journals its
+    /// intent and starts its put. Blocks only while every buffer is in flight.
     /// </summary>
     private void PutMany(ReadOnlySpan<Pending> puts, ReadOnlySpan<byte> data)
     {
         if (puts.IsEmpty) return;
-        long seq = 0;
-        foreach (var p in puts) seq = _journal!.AppendIntent(p.Index);
-        _journal!.WaitDurable(seq);
         foreach (var p in puts)
         {
             try { _slots.Wait(_cts.Token); }
@@ -347,7 +344,9 @@ public sealed class EbsReplicator : IBatchObserver, IDisposable
             data.Slice(p.Offset, p.Length).CopyTo(block);
             if (p.Length < BlockSize) block[p.Length..].Clear();
             SHA256.HashData(block, buf.AsSpan(BlockSize, 32));
-            _ = PutAsync(p.Index, buf, p.Hash);
+            // The put starts once its INTENT is durable (group fsync); the worker goes on reading meanwhile.
+            long seq = _journal!.AppendIntent(p.Index);
+            _ = PutAsync(p.Index, buf, p.Hash, seq);
         }
     }
 
@@ -359,10 +358,11 @@ public sealed class EbsReplicator : IBatchObserver, IDisposable
         if (_failure is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(_failure).Throw();
     }
 
-    private async Task PutAsync(int index, byte[] buf, BlockHash hash)
+    private async Task PutAsync(int index, byte[] buf, BlockHash hash, long intent)
     {
         try
         {
+            await _journal!.WhenDurableAsync(intent).ConfigureAwait(false);
             var sha = buf.AsMemory(BlockSize, 32);
             await _client.PutSnapshotBlockAsync(_pending.SnapshotId!, index, buf.AsMemory(0, BlockSize), sha,
                 (int)(100 * Progress.DoneBytes / Math.Max(1, Progress.TotalBytes)), _cts.Token).ConfigureAwait(false);
