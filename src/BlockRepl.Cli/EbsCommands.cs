@@ -45,6 +45,11 @@ internal static partial class EbsCommands
         Uri? endpoint = null;
         if (endpointUrl is not null && (!Uri.TryCreate(endpointUrl, UriKind.Absolute, out endpoint) || (endpoint.Scheme != "http" && endpoint.Scheme != "https")))
             throw new UsageException($"--endpoint-url '{endpointUrl}': give an http:// or https:// URL");
+        // Without an endpoint override the region names a real AWS endpoint: refuse a typo before any network call.
+        bool overridden = endpoint is not null || !string.IsNullOrEmpty(Environment.GetEnvironmentVariable("AWS_ENDPOINT_URL_EBS"))
+            || !string.IsNullOrEmpty(Environment.GetEnvironmentVariable("AWS_ENDPOINT_URL"));
+        if (!overridden && !Amazon.RegionEndpoint.EnumerableAllRegions.Any(r => r.SystemName == region))
+            throw new UsageException($"ebs://{region}: unknown AWS region; use a region such as us-east-1, or --ebs-endpoint-url for another endpoint");
         return EbsClient.Create(new EbsClientOptions { Region = region, EndpointUrl = endpoint, Profile = profile });
     }
 

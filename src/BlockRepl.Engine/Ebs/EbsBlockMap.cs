@@ -169,7 +169,9 @@ internal sealed class EbsJournal : IDisposable
     private readonly byte[] _record = new byte[RecordSize];
     private long _written, _durable;
     private bool _closed;
-    // Completed after the next fsync round starts and finishes, so it covers everything appended before it was taken.
+    // The fsync round in progress (covering records up to _roundTarget), and the one after it.
+    private TaskCompletionSource? _currentRound;
+    private long _roundTarget;
     private TaskCompletionSource _nextRound = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly Thread _flusher;
 
@@ -269,7 +271,8 @@ internal sealed class EbsJournal : IDisposable
         {
             if (_durable >= seq) return Task.CompletedTask;
             if (_closed) return Task.FromException(new ObjectDisposedException(nameof(EbsJournal)));
-            return _nextRound.Task;
+            // Not covered by the round in progress: the flusher sees _written > its target and runs the next one.
+            return _currentRound is not null && seq <= _roundTarget ? _currentRound.Task : _nextRound.Task;
         }
     }
 
@@ -294,6 +297,8 @@ internal sealed class EbsJournal : IDisposable
                 target = _written;
                 round = _nextRound;
                 _nextRound = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                _currentRound = round;
+                _roundTarget = target;
             }
             // fsync outside the lock, so appends continue meanwhile (they are covered by the next round).
             try { LinuxFile.Fsync(_file.SafeFileHandle, _file.Name); }
@@ -303,7 +308,7 @@ internal sealed class EbsJournal : IDisposable
                 round.TrySetException(e);
                 return;
             }
-            lock (_lock) { _durable = Math.Max(_durable, target); Monitor.PulseAll(_lock); }
+            lock (_lock) { _durable = Math.Max(_durable, target); _currentRound = null; Monitor.PulseAll(_lock); }
             round.TrySetResult();
         }
     }

@@ -117,9 +117,7 @@ public sealed class EbsReplicator : IBatchObserver, IDisposable
         _volumeBytes = source.Size;
         _blockCount = EbsBlockMap.BlockCount(_volumeBytes);
         if (_volumeBytes == 0) throw new SourceException($"source '{source.Path}' is empty; an EBS snapshot needs at least one byte");
-        long gib = Math.Max(1, (_volumeBytes + (1L << 30) - 1) >> 30);
-        if (gib > EbsLimits.MaxVolumeSizeGiB)
-            throw new SourceException($"source '{source.Path}' is {gib} GiB; an EBS snapshot holds at most {EbsLimits.MaxVolumeSizeGiB} GiB");
+        long gib = CheckVolumeSize(_volumeBytes, source.Path);
         if (File.Exists(_stateDir)) throw new UsageException($"state directory '{_stateDir}' is a file; give a directory with --state-dir");
         try { Directory.CreateDirectory(_stateDir); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
@@ -200,7 +198,20 @@ public sealed class EbsReplicator : IBatchObserver, IDisposable
             // The token is durable before the call, so a crash right after StartSnapshot finds the same snapshot.
             _state.Pending = _pending;
             _state.Save(_statePath);
-            var info = await _client.StartSnapshotAsync(StartRequest(_pending), ct).ConfigureAwait(false);
+            EbsSnapshotInfo info;
+            try { info = await _client.StartSnapshotAsync(StartRequest(_pending), ct).ConfigureAwait(false); }
+            catch (EbsException e) when (_pending.ParentSnapshotId is not null && (e.IsNotFound || e.Reason == "INVALID_SNAPSHOT_ID"))
+            {
+                // Leave the state as it was: a chain made up for --ebs-parent is forgotten again.
+                if (state is null) File.Delete(_statePath);
+                else
+                {
+                    _state.Pending = null;
+                    _state.Save(_statePath);
+                }
+                throw new NotFoundException($"parent snapshot {_pending.ParentSnapshotId} cannot be used at {endpoint}: {e.ServiceMessage ?? e.Message}; "
+                    + (_options.ParentSnapshotId is not null ? "check --ebs-parent" : "it may have been deleted: add --ebs-new-chain to start a new chain"));
+            }
             _pending.SnapshotId = info.SnapshotId;
             _state.Save(_statePath);
             _log.Information("EBS: started {Mode} snapshot {Id} ({Gib} GiB{Parent})", _mode, info.SnapshotId, _pending.VolumeSizeGiB,
@@ -212,6 +223,15 @@ public sealed class EbsReplicator : IBatchObserver, IDisposable
         int inFlight = Math.Clamp(_options.MaxInFlight, 1, 1024);
         _slots = new SemaphoreSlim(inFlight, inFlight);
         _cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
+    }
+
+    /// <summary>The snapshot size in GiB for a source of <paramref name="bytes"/>, or a clear error beyond EBS's 64 TiB.</summary>
+    public static long CheckVolumeSize(long bytes, string path)
+    {
+        long gib = EbsVolume.BytesToGiB(bytes);
+        if (gib > EbsLimits.MaxVolumeSizeGiB)
+            throw new SourceException($"source '{path}' is {gib} GiB; an EBS snapshot holds at most {EbsLimits.MaxVolumeSizeGiB} GiB (64 TiB)");
+        return gib;
     }
 
     private long ParentGiB(EbsChainState s) =>
