@@ -60,6 +60,8 @@ public sealed partial class EbsClient
         var request = new HttpRequestMessage(call.Method, call.Uri) { Version = HttpVersion.Version11 };
         if (call.JsonBody is { } json) request.Content = new ByteArrayContent(json);
         else if (call.Block is { } block) request.Content = new ReadOnlyMemoryContent(block);
+        // CompleteSnapshot has no body: send an explicit Content-Length: 0 rather than risk a 411 from a front end.
+        else if (call.Method == HttpMethod.Post || call.Method == HttpMethod.Put) request.Content = new ByteArrayContent([]);
         foreach (var (name, value) in call.Headers.Concat(signed))
         {
             if (name.Equals("Host", StringComparison.OrdinalIgnoreCase)) continue; // HttpClient sends the URI's authority, which is what was signed
@@ -148,7 +150,8 @@ public sealed partial class EbsClient
             if (!response.IsSuccessStatusCode) throw await ReadErrorAsync(call, response, linked.Token).ConfigureAwait(false);
             return await read(response, linked.Token).ConfigureAwait(false);
         }
-        catch (OperationCanceledException e) when (timeout.IsCancellationRequested && !ct.IsCancellationRequested)
+        // Our attempt timer, or a handler-internal one (ConnectTimeout): either way not the caller's cancellation.
+        catch (OperationCanceledException e) when (!ct.IsCancellationRequested)
         {
             throw new EbsException($"EBS {call.Describe()}: no complete response within {_options.AttemptTimeout.TotalSeconds:0.#} s from {Endpoint.Authority}",
                 EbsErrorTypes.AttemptTimeout, null, 0, e);
