@@ -23,8 +23,12 @@ internal sealed class EbsCall
     public int? BlockIndex { get; init; }
     /// <summary>Block transfers go through the adaptive limiter.</summary>
     public bool Limited { get; init; }
-    /// <summary>Retry ResourceNotFound while within NotFoundGrace of this client's StartSnapshot.</summary>
-    public bool NotFoundGrace { get; init; } = true;
+    /// <summary>
+    /// Retry ResourceNotFound while within NotFoundGrace of this client's StartSnapshot: the write side only
+    /// (Put/Complete), where "does not exist" right after the start is eventual consistency. On the read side
+    /// it means "not completed yet", which is WaitForCompletedAsync's business.
+    /// </summary>
+    public bool NotFoundGrace { get; init; }
 
     public string Describe() =>
         BlockIndex is { } block ? $"{Operation} {SnapshotId} block {block}"
@@ -114,7 +118,7 @@ public sealed partial class EbsClient
             if (!graceRetry) counted++;
             var elapsed = _time.GetElapsedTime(started);
             if (!graceRetry && (!EbsErrors.IsRetryable(failure) || counted >= _options.MaxAttempts))
-                throw GaveUp(call, failure, attempt, elapsed);
+                throw GaveUp(failure, attempt, elapsed);
 
             var delay = Backoff(attempt, _options.MaxBackoff);
             Interlocked.Increment(ref Stats.Retries);
@@ -131,7 +135,7 @@ public sealed partial class EbsClient
         return TimeSpan.FromMilliseconds((random ?? Random.Shared).NextDouble() * Math.Max(0, ceiling));
     }
 
-    private static EbsException GaveUp(EbsCall call, EbsException last, int attempts, TimeSpan elapsed)
+    private static EbsException GaveUp(EbsException last, int attempts, TimeSpan elapsed)
     {
         if (attempts == 1) return last;
         return new EbsException($"{last.Message} (gave up after {attempts} attempts in {elapsed.TotalSeconds:0.0} s)",

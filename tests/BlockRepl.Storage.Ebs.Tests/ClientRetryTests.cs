@@ -173,6 +173,19 @@ public sealed class ClientRetryTests
     }
 
     [Fact]
+    public async Task Reads_of_a_just_started_snapshot_get_no_not_found_grace()
+    {
+        var handler = new ScriptedHandler((request, _, _) => Task.FromResult(request.Method == HttpMethod.Post
+            ? Json(HttpStatusCode.Created, $$"""{"SnapshotId":"{{Snap}}","Status":"pending"}""")
+            : Error(HttpStatusCode.NotFound, "ResourceNotFoundException")));
+        using var client = Client(handler);
+        await client.StartSnapshotAsync(new StartSnapshotRequest { VolumeSizeGiB = 1, ClientToken = "t-2" });
+        var e = await Assert.ThrowsAsync<EbsException>(() => client.ListSnapshotBlocksAsync(Snap));
+        Assert.True(e.IsNotFound);
+        Assert.Equal(2, handler.Calls);
+    }
+
+    [Fact]
     public async Task Does_not_exist_for_a_snapshot_this_client_did_not_start_fails_at_once()
     {
         var handler = new ScriptedHandler((_, _, _) => Task.FromResult(Error(HttpStatusCode.NotFound, "ResourceNotFoundException")));
