@@ -23,8 +23,12 @@ internal sealed class EbsCall
     public int? BlockIndex { get; init; }
     /// <summary>Block transfers go through the adaptive limiter.</summary>
     public bool Limited { get; init; }
-    /// <summary>Retry ResourceNotFound while within NotFoundGrace of this client's StartSnapshot.</summary>
-    public bool NotFoundGrace { get; init; } = true;
+    /// <summary>
+    /// Retry ResourceNotFound while within NotFoundGrace of this client's StartSnapshot: the write side only
+    /// (Put/Complete), where "does not exist" right after the start is eventual consistency. On the read side
+    /// it means "not completed yet", which is WaitForCompletedAsync's business.
+    /// </summary>
+    public bool NotFoundGrace { get; init; }
 
     public string Describe() =>
         BlockIndex is { } block ? $"{Operation} {SnapshotId} block {block}"
@@ -60,6 +64,8 @@ public sealed partial class EbsClient
         var request = new HttpRequestMessage(call.Method, call.Uri) { Version = HttpVersion.Version11 };
         if (call.JsonBody is { } json) request.Content = new ByteArrayContent(json);
         else if (call.Block is { } block) request.Content = new ReadOnlyMemoryContent(block);
+        // CompleteSnapshot has no body: send an explicit Content-Length: 0 rather than risk a 411 from a front end.
+        else if (call.Method == HttpMethod.Post || call.Method == HttpMethod.Put) request.Content = new ByteArrayContent([]);
         foreach (var (name, value) in call.Headers.Concat(signed))
         {
             if (name.Equals("Host", StringComparison.OrdinalIgnoreCase)) continue; // HttpClient sends the URI's authority, which is what was signed
@@ -112,7 +118,7 @@ public sealed partial class EbsClient
             if (!graceRetry) counted++;
             var elapsed = _time.GetElapsedTime(started);
             if (!graceRetry && (!EbsErrors.IsRetryable(failure) || counted >= _options.MaxAttempts))
-                throw GaveUp(call, failure, attempt, elapsed);
+                throw GaveUp(failure, attempt, elapsed);
 
             var delay = Backoff(attempt, _options.MaxBackoff);
             Interlocked.Increment(ref Stats.Retries);
@@ -129,7 +135,7 @@ public sealed partial class EbsClient
         return TimeSpan.FromMilliseconds((random ?? Random.Shared).NextDouble() * Math.Max(0, ceiling));
     }
 
-    private static EbsException GaveUp(EbsCall call, EbsException last, int attempts, TimeSpan elapsed)
+    private static EbsException GaveUp(EbsException last, int attempts, TimeSpan elapsed)
     {
         if (attempts == 1) return last;
         return new EbsException($"{last.Message} (gave up after {attempts} attempts in {elapsed.TotalSeconds:0.0} s)",
@@ -148,7 +154,8 @@ public sealed partial class EbsClient
             if (!response.IsSuccessStatusCode) throw await ReadErrorAsync(call, response, linked.Token).ConfigureAwait(false);
             return await read(response, linked.Token).ConfigureAwait(false);
         }
-        catch (OperationCanceledException e) when (timeout.IsCancellationRequested && !ct.IsCancellationRequested)
+        // Our attempt timer, or a handler-internal one (ConnectTimeout): either way not the caller's cancellation.
+        catch (OperationCanceledException e) when (!ct.IsCancellationRequested)
         {
             throw new EbsException($"EBS {call.Describe()}: no complete response within {_options.AttemptTimeout.TotalSeconds:0.#} s from {Endpoint.Authority}",
                 EbsErrorTypes.AttemptTimeout, null, 0, e);

@@ -92,6 +92,7 @@ public sealed partial class EbsClient
             SnapshotId = snapshotId,
             BlockIndex = blockIndex,
             Limited = true,
+            NotFoundGrace = true,
         };
         call.Headers.Add(new("Content-Type", "application/octet-stream"));
         call.Headers.Add(new(DataLengthHeader, Invariant(EbsLimits.BlockSize)));
@@ -120,6 +121,7 @@ public sealed partial class EbsClient
             Method = HttpMethod.Post,
             Uri = new Uri(Url($"/snapshots/completion/{Uri.EscapeDataString(snapshotId)}")),
             SnapshotId = snapshotId,
+            NotFoundGrace = true,
         };
         call.Headers.Add(new("x-amz-ChangedBlocksCount", Invariant(changedBlocksCount)));
         if (linearSha256 is { } linear)
@@ -132,11 +134,11 @@ public sealed partial class EbsClient
     }
 
     public Task<EbsBlockPage> ListSnapshotBlocksAsync(string snapshotId, int? startingBlockIndex = null, string? pageToken = null, int? maxResults = null, CancellationToken ct = default) =>
-        ListSnapshotBlocksCoreAsync(snapshotId, startingBlockIndex, pageToken, maxResults, notFoundGrace: true, ct);
+        ListSnapshotBlocksCoreAsync(snapshotId, startingBlockIndex, pageToken, maxResults, ct);
 
-    private async Task<EbsBlockPage> ListSnapshotBlocksCoreAsync(string snapshotId, int? startingBlockIndex, string? pageToken, int? maxResults, bool notFoundGrace, CancellationToken ct)
+    private async Task<EbsBlockPage> ListSnapshotBlocksCoreAsync(string snapshotId, int? startingBlockIndex, string? pageToken, int? maxResults, CancellationToken ct)
     {
-        var call = BuildListSnapshotBlocks(snapshotId, startingBlockIndex, pageToken, maxResults, notFoundGrace);
+        var call = BuildListSnapshotBlocks(snapshotId, startingBlockIndex, pageToken, maxResults);
         var dto = await ExecuteAsync(call, (r, t) => ReadJsonAsync(call, r, EbsJsonContext.Default.ListSnapshotBlocksResponseDto, t), ct).ConfigureAwait(false);
         return ToPage(call, dto);
     }
@@ -153,7 +155,7 @@ public sealed partial class EbsClient
         return new EbsBlockPage(blocks, NullIfEmpty(dto.NextToken), dto.VolumeSize ?? 0, dto.BlockSize ?? EbsLimits.BlockSize, EbsTime.FromEpochSeconds(dto.ExpiryTime));
     }
 
-    internal EbsCall BuildListSnapshotBlocks(string snapshotId, int? startingBlockIndex, string? pageToken, int? maxResults, bool notFoundGrace = true)
+    internal EbsCall BuildListSnapshotBlocks(string snapshotId, int? startingBlockIndex, string? pageToken, int? maxResults)
     {
         ValidateSnapshotId(snapshotId);
         return new EbsCall
@@ -163,7 +165,6 @@ public sealed partial class EbsClient
             Uri = new Uri(Url($"/snapshots/{Uri.EscapeDataString(snapshotId)}/blocks") + Query(("maxResults", maxResults?.ToString(CultureInfo.InvariantCulture)),
                 ("pageToken", NullIfEmpty(pageToken)), ("startingBlockIndex", startingBlockIndex?.ToString(CultureInfo.InvariantCulture)))),
             SnapshotId = snapshotId,
-            NotFoundGrace = notFoundGrace,
         };
     }
 
@@ -294,8 +295,8 @@ public sealed partial class EbsClient
             {
                 try
                 {
-                    // A snapshot is listable only once completed (EBS FAQ); ResourceNotFound until then, so no grace here.
-                    await ListSnapshotBlocksCoreAsync(snapshotId, null, null, 100, notFoundGrace: false, linked.Token).ConfigureAwait(false);
+                    // A snapshot is listable only once completed (EBS FAQ): ResourceNotFound until then.
+                    await ListSnapshotBlocksCoreAsync(snapshotId, null, null, 100, linked.Token).ConfigureAwait(false);
                     return;
                 }
                 catch (EbsException e) when (e.IsNotFound)

@@ -87,7 +87,6 @@ public sealed partial class EbsClient : IEbsClient
         PooledConnectionIdleTimeout = TimeSpan.FromSeconds(50),
         AutomaticDecompression = DecompressionMethods.None,
         UseCookies = false,
-        KeepAlivePingPolicy = HttpKeepAlivePingPolicy.WithActiveRequests,
     };
 
     /// <summary>
