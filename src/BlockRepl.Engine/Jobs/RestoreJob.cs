@@ -16,8 +16,9 @@ public sealed record RestoreResult(string Target, long Size, long WrittenBytes, 
 /// <summary>
 /// Restores a recovery point to a file or block device. A new file is written sparse under a temporary
 /// name and renamed into place only when complete and fsynced. Onto an existing file or device, only the
-/// chunks that differ are written (each chunk is compared with the target first). Every chunk read from the
-/// repository is verified against its SHA-256 before it is written.
+/// chunks that differ are written (each chunk is compared with the target first). Chunks are read from the
+/// packs in coalesced ranges (<see cref="PackRanges"/>), several in flight within a byte budget; every chunk
+/// is verified against its SHA-256 before it is written.
 /// </summary>
 public sealed class RestoreJob(Repo repo, ILogger log, int workers = 0, PackRangeOptions? ranges = null)
 {
@@ -25,9 +26,9 @@ public sealed class RestoreJob(Repo repo, ILogger log, int workers = 0, PackRang
     private const long WindowBytes = 512L << 20;
 
     public JobProgress Progress { get; } = new();
-    private readonly PackRangeOptions _ranges = ranges ?? PackRangeOptions.Default;
+    private readonly PackRangeOptions _ranges = ranges ?? PackRangeOptions.For(repo.Backend);
     // Readers both wait on the store and verify (SHA-256, LZ4) what arrived: more of them than cores hides latency.
-    private readonly int _readers = workers > 0 ? workers : Math.Max((ranges ?? PackRangeOptions.Default).Parallelism, Environment.ProcessorCount);
+    private readonly int _readers = workers > 0 ? workers : Math.Max((ranges ?? PackRangeOptions.For(repo.Backend)).Parallelism, Environment.ProcessorCount);
 
     public async Task<RestoreResult> RunAsync(Manifest m, string target, CancellationToken ct = default)
     {

@@ -142,7 +142,7 @@ internal static class TreeWalker
             if (!id.IsZero && seen.Add(id) && repo.Index.TryGet(id, out var loc) && !loc.IsPending && loc.Type == BlobType.Tree)
                 wanted.Add(new BlobRead(id, loc, 0));
         if (wanted.Count < 2) return result;
-        foreach (var range in PackRanges.Plan(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(wanted), PackRangeOptions.Default))
+        foreach (var range in PackRanges.Plan(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(wanted), PackRangeOptions.For(repo.Backend)))
         {
             var buffer = System.Buffers.ArrayPool<byte>.Shared.Rent(range.Length);
             try

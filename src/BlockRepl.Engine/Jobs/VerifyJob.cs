@@ -97,7 +97,7 @@ public sealed class VerifyJob(IBackend backend)
                 byte[] data = ArrayPool<byte>.Shared.Rent(1 << 20);
                 try
                 {
-                    foreach (var range in PackRanges.Plan(blobs, PackRangeOptions.Default))
+                    foreach (var range in PackRanges.Plan(blobs, PackRangeOptions.For(backend)))
                     {
                         byte[] buffer = ArrayPool<byte>.Shared.Rent(range.Length);
                         try

@@ -37,7 +37,24 @@ public sealed record PackRangeOptions
     /// <summary>Bound on the bytes of range buffers held at once (reads in flight plus ranges being decoded).</summary>
     public long MaxBytesInFlight { get; init; } = 64L << 20;
 
+/// <summary>For object stores, where every GET costs a round trip and a request fee: few, large ranges.</summary>
     public static PackRangeOptions Default { get; } = new();
+
+    /// <summary>
+    /// For a local directory, where a read costs a syscall and unneeded bytes cost real I/O: merge only
+    /// touching neighbours into modest ranges (measured: a 256 MiB restore as fast as per-chunk reads,
+    /// about 6 MiB more peak memory instead of 40 with 16 MiB ranges).
+    /// </summary>
+    public static PackRangeOptions Local { get; } = new()
+    {
+        MaxGap = 64 << 10,
+        MaxRange = 2 << 20,
+        Parallelism = Math.Max(2, Environment.ProcessorCount),
+        MaxBytesInFlight = 16L << 20,
+    };
+
+    /// <summary><see cref="Local"/> for a <see cref="LocalBackend"/>, else <see cref="Default"/>.</summary>
+    public static PackRangeOptions For(IBackend backend) => backend is LocalBackend ? Local : Default;
 }
 
 /// <summary>
