@@ -116,4 +116,39 @@ public sealed class S3RestoreRequestTests(RgwServer server, ITestOutputHelper ou
         Assert.True(restoreGets <= 4 * packs + 16, $"restore made {restoreGets} GETs for {packs} packs");
         Assert.True(counting.Gets <= 5 * packs + 24, $"verify made {counting.Gets} GETs for {packs} packs");
     }
+
+    [Fact]
+    public async Task ADamagedBlobInsideACoalescedRange_IsRefusedByRestoreAndNamedByVerify()
+    {
+        string bucket = await server.CreateBucketAsync("restore-corrupt");
+        string repo = $"s3://{bucket}/r";
+        using var t = new TempDir("br-s3-corrupt");
+        string src = t.File("volume.img");
+        DiskImages.Random(src, 6L << 20, seed: 78);
+        var env = new Dictionary<string, string>(server.ClientEnvironment);
+        var backup = CliRunner.Run(["backup", src, "--repo", repo, "--state-dir", t.File("state"), "--json", "--no-progress"], env, TimeSpan.FromMinutes(5));
+        Assert.True(backup.ExitCode == 0, backup.ToString());
+
+        // The one data pack: flip a byte in its middle (a blob between others of the same range) and put it
+        // back over the original (the bucket is unversioned; objects are write-once only for blockrepl).
+        await using (var s3 = Backend(bucket, "r"))
+        {
+            var packs = new List<ObjectInfo>();
+            await foreach (var o in s3.ListAsync("data/")) packs.Add(o);
+            var pack = packs.MaxBy(o => o.Length);
+            byte[] bytes = await s3.ReadAllAsync(pack.Key);
+            bytes[bytes.Length / 2] ^= 0x5A;
+            await File.WriteAllBytesAsync(t.File("pack"), bytes);
+            await S3TestServers.S3ApiAsync(server, ["put-object", "--bucket", bucket, "--key", "r/" + pack.Key, "--body", t.File("pack")]);
+        }
+
+        var refused = CliRunner.Run(["restore", "latest", "--repo", repo, "--to", t.File("restored.img"), "--json", "--no-progress"], env, TimeSpan.FromMinutes(5));
+        Cli.AssertOneLineError(refused, 7, "is corrupt");
+        Cli.AssertNoRestoreLeftovers(t.File("restored.img"));
+
+        var verify = CliRunner.Run(["verify", "--repo", repo, "--read-data", "--json", "--no-progress"], env, TimeSpan.FromMinutes(5));
+        Assert.Equal(7, verify.ExitCode);
+        var problems = Cli.Json(verify.Stdout).GetProperty("problems").EnumerateArray().Select(p => p.GetString()!).ToList();
+        Assert.Contains(problems, p => p.Contains("is corrupt", StringComparison.Ordinal));
+    }
 }
