@@ -207,7 +207,8 @@ public sealed class S3Backend : IBackend
     internal enum WriteRule { Conditional, HeadThenPut, Checked }
 
     private readonly SemaphoreSlim _ruleLock = new(1, 1);
-    private WriteRule? _rule;
+    // -1 until decided; published with Volatile.Write after _sendMd5, so a lock-free reader sees both.
+    private int _rule = -1;
     private bool _sendMd5;
 
     /// <summary>
@@ -225,11 +226,11 @@ public sealed class S3Backend : IBackend
             case CreateOnlyMode.Conditional: return WriteRule.Conditional;
             case CreateOnlyMode.HeadThenPut: return WriteRule.HeadThenPut;
         }
-        if (_rule is { } known) return known;
+        if (Volatile.Read(ref _rule) is var known and >= 0) return (WriteRule)known;
         await _ruleLock.WaitAsync(ct).ConfigureAwait(false);
         try
         {
-            if (_rule is { } again) return again;
+            if (_rule >= 0) return (WriteRule)_rule;
             string status;
             try
             {
@@ -249,8 +250,9 @@ public sealed class S3Backend : IBackend
             // Object Lock buckets (always versioned) refuse PUTs without Content-MD5 on AWS (and moto).
             _sendMd5 = versioned;
             BucketVersioning = status;
-            _rule = !versioned || trusted ? WriteRule.Conditional : WriteRule.Checked;
-            return _rule.Value;
+            var rule = !versioned || trusted ? WriteRule.Conditional : WriteRule.Checked;
+            Volatile.Write(ref _rule, (int)rule);
+            return rule;
         }
         finally { _ruleLock.Release(); }
     }

@@ -100,17 +100,23 @@ public static class PackRanges
 /// amount fits. Waiters are served in order (one at a time holds the gate), so a large request is not starved
 /// by small ones and no two waiters each hold part of what they need.
 /// </summary>
-public sealed class ByteBudget(long capacity) : IDisposable
+public sealed class ByteBudget : IDisposable
 {
     private const int Unit = 64 << 10;
-    private readonly long _units = Math.Max(1, capacity / Unit);
+    private readonly int _units;
     private readonly SemaphoreSlim _gate = new(1, 1);
-    private readonly SemaphoreSlim _free = new((int)Math.Min(int.MaxValue, Math.Max(1, capacity / Unit)));
+    private readonly SemaphoreSlim _free;
+
+    public ByteBudget(long capacity)
+    {
+        _units = (int)Math.Clamp(capacity / Unit, 1, int.MaxValue);
+        _free = new SemaphoreSlim(_units, _units);
+    }
 
     /// <summary>Waits for <paramref name="bytes"/> (capped at the capacity); returns the amount to pass to <see cref="Release"/>.</summary>
     public async ValueTask<int> AcquireAsync(long bytes, CancellationToken ct)
     {
-        int units = (int)Math.Min(_units, Math.Max(1, (bytes + Unit - 1) / Unit));
+        int units = (int)Math.Clamp((bytes + Unit - 1) / Unit, 1, _units);
         await _gate.WaitAsync(ct).ConfigureAwait(false);
         int taken = 0;
         try
@@ -126,6 +132,7 @@ public sealed class ByteBudget(long capacity) : IDisposable
         finally { _gate.Release(); }
     }
 
+    /// <summary>Gives back what <see cref="AcquireAsync"/> returned.</summary>
     public void Release(int units) => _free.Release(units);
 
     public void Dispose()
