@@ -267,7 +267,8 @@ internal static class Commands
         if (a.Value("--size") is not null) throw new UsageException("--size applies only to restores from ebs://");
         await using var repo = await RepositoryLocator.OpenAsync(location, true, ct, a.Value("--endpoint-url")).ConfigureAwait(false);
         var m = await repo.FindSnapshotAsync(a.Positionals[0], ct).ConfigureAwait(false);
-        var job = new RestoreJob(repo, Log.Logger, Workers(a));
+        // Without --workers the job picks its own reader count (ranged reads in flight, PackRangeOptions).
+        var job = new RestoreJob(repo, Log.Logger, a.Value("--workers") is null ? 0 : Workers(a));
         RestoreResult r = await WithProgress(job.Progress, a, () => job.RunAsync(m, target, ct)).ConfigureAwait(false);
         if (a.Flag("--json"))
         {

@@ -202,6 +202,85 @@ public sealed class S3Backend : IBackend
         }
     }
 
+    // ---- create-only rule (docs/s3.md, "Create-only writes")
+
+    internal enum WriteRule { Conditional, HeadThenPut, Checked }
+
+    private readonly SemaphoreSlim _ruleLock = new(1, 1);
+    // -1 until decided; published with Volatile.Write after _sendMd5, so a lock-free reader sees both.
+    private int _rule = -1;
+    private bool _sendMd5;
+
+    /// <summary>
+    /// The bucket's versioning as read at the first write (<c>Off</c>, <c>Enabled</c>, <c>Suspended</c>, or
+    /// <c>Unknown</c> when GetBucketVersioning is denied); null before it, and always with a fixed
+    /// <see cref="S3BackendOptions.CreateOnly"/> mode.
+    /// </summary>
+    public string? BucketVersioning { get; private set; }
+
+    /// <summary>How this backend makes writes create-only on this bucket: decided once, at the first write.</summary>
+    internal async ValueTask<WriteRule> WriteRuleAsync(CancellationToken ct)
+    {
+        switch (_options.CreateOnly)
+        {
+            case CreateOnlyMode.Conditional: return WriteRule.Conditional;
+            case CreateOnlyMode.HeadThenPut: return WriteRule.HeadThenPut;
+        }
+        if (Volatile.Read(ref _rule) is var known and >= 0) return (WriteRule)known;
+        await _ruleLock.WaitAsync(ct).ConfigureAwait(false);
+        try
+        {
+            if (_rule >= 0) return (WriteRule)_rule;
+            string status;
+            try
+            {
+                var v = await _s3.GetBucketVersioningAsync(new GetBucketVersioningRequest { BucketName = Bucket }, ct).ConfigureAwait(false);
+                status = v.VersioningConfig?.Status?.Value is { Length: > 0 } value ? value : "Off";
+            }
+            catch (AmazonS3Exception e) when (e.StatusCode is HttpStatusCode.Forbidden or HttpStatusCode.NotImplemented)
+            {
+                status = "Unknown";   // no s3:GetBucketVersioning: assume the worst
+            }
+            catch (Exception e) when (IsMappable(e, ct))
+            {
+                throw Map(e, "(GetBucketVersioning)");
+            }
+            bool versioned = !string.Equals(status, "Off", StringComparison.OrdinalIgnoreCase);
+            bool trusted = _options.VersionedConditionalWrites ?? Endpoint is null;
+            // Object Lock buckets (always versioned) refuse PUTs without Content-MD5 on AWS (and moto).
+            _sendMd5 = versioned;
+            BucketVersioning = status;
+            var rule = !versioned || trusted ? WriteRule.Conditional : WriteRule.Checked;
+            Volatile.Write(ref _rule, (int)rule);
+            return rule;
+        }
+        finally { _ruleLock.Release(); }
+    }
+
+    /// <summary>Every version of exactly <paramref name="full"/> (delete markers left out), newest first as S3 lists them.</summary>
+    private async ValueTask<List<S3ObjectVersion>?> VersionsOfAsync(string key, string full, CancellationToken ct)
+    {
+        var result = new List<S3ObjectVersion>();
+        var request = new ListVersionsRequest { BucketName = Bucket, Prefix = full };
+        for (int page = 0; page < 100; page++)
+        {
+            ListVersionsResponse response;
+            try { response = await _s3.ListVersionsAsync(request, ct).ConfigureAwait(false); }
+            catch (AmazonS3Exception e) when (e.StatusCode == HttpStatusCode.Forbidden) { return null; }
+            catch (Exception e) when (IsMappable(e, ct)) { throw Map(e, key); }
+            foreach (var v in response.Versions ?? [])
+            {
+                int order = string.CompareOrdinal(v.Key, full);
+                if (order > 0) return result;
+                if (order == 0 && v.IsDeleteMarker != true) result.Add(v);
+            }
+            if (response.IsTruncated != true) break;
+            request.KeyMarker = response.NextKeyMarker;
+            request.VersionIdMarker = response.NextVersionIdMarker;
+        }
+        return result;
+    }
+
     public async IAsyncEnumerable<ObjectInfo> ListAsync(string prefix, [EnumeratorCancellation] CancellationToken ct = default)
     {
         var request = new ListObjectsV2Request { BucketName = Bucket, Prefix = S3Location.Prefix + prefix };
@@ -243,6 +322,7 @@ public sealed class S3Backend : IBackend
     public ValueTask DisposeAsync()
     {
         _s3.Dispose();
+        _ruleLock.Dispose();
         return ValueTask.CompletedTask;
     }
 
@@ -320,7 +400,8 @@ public sealed class S3Backend : IBackend
             await spool.FreezeAsync(ct).ConfigureAwait(false);
             try
             {
-                if (backend._options.CreateOnly == CreateOnlyMode.HeadThenPut)
+                var rule = await backend.WriteRuleAsync(ct).ConfigureAwait(false);
+                if (rule is WriteRule.HeadThenPut or WriteRule.Checked)
                 {
                     var existing = await backend.HeadAsync(key, fullKey, ct).ConfigureAwait(false);
                     if (existing is not null)
@@ -329,10 +410,11 @@ public sealed class S3Backend : IBackend
                         throw new ObjectExistsException(key);
                     }
                 }
-                if (spool.FilePath is not null && spool.Length > backend._options.MultipartThreshold)
-                    await MultipartAsync(spool.FilePath, ct).ConfigureAwait(false);
-                else
-                    await PutAsync(ct).ConfigureAwait(false);
+                bool conditional = rule is WriteRule.Conditional or WriteRule.Checked;
+                var (stored, versionId) = spool.FilePath is not null && spool.Length > backend._options.MultipartThreshold
+                    ? await MultipartAsync(spool.FilePath, conditional, ct).ConfigureAwait(false)
+                    : await PutAsync(conditional, ct).ConfigureAwait(false);
+                if (stored && rule == WriteRule.Checked) await CheckVersionsAsync(versionId, ct).ConfigureAwait(false);
                 _committed = true;
             }
             catch (StorageException e) when (e.Transient)
@@ -342,9 +424,40 @@ public sealed class S3Backend : IBackend
             }
         }
 
-        private bool Conditional => backend._options.CreateOnly == CreateOnlyMode.Conditional;
+        /// <summary>
+        /// The post-write check of the fallback for stores that ignore <c>If-None-Match</c> on versioned buckets:
+        /// when the key has more than one version, the earliest is the object and ours is a conflict, unless it
+        /// holds the same bytes (a content-addressed object, or our own earlier attempt). Our version is then
+        /// removed (best effort: Object Lock may keep it) so that readers see the earliest again.
+        /// </summary>
+        private async ValueTask CheckVersionsAsync(string? versionId, CancellationToken ct)
+        {
+            var versions = await backend.VersionsOfAsync(key, fullKey, ct).ConfigureAwait(false);
+            if (versions is null || versions.Count <= 1) return;   // null: ListBucketVersions denied, nothing to check with
+            bool known = !string.IsNullOrEmpty(versionId) && versionId != "null";
+            var earliest = versions[^1];
+            if (known && earliest.VersionId == versionId) return;
+            bool same = await IsOurContentAsync(earliest.ETag, ct).ConfigureAwait(false);
+            if (known)
+            {
+                try
+                {
+                    await backend._s3.DeleteObjectAsync(new DeleteObjectRequest { BucketName = backend.Bucket, Key = fullKey, VersionId = versionId }, ct).ConfigureAwait(false);
+                }
+                catch (AmazonS3Exception)
+                {
+                    // Retention or a policy keeps it: a redundant version (same bytes) is harmless; a different one
+                    // stays newest and the conflict below is all we can report.
+                }
+            }
+            if (!same) throw new ObjectExistsException(key);
+        }
 
-        private async ValueTask PutAsync(CancellationToken ct)
+        private async ValueTask<string> Md5Base64Async(long offset, long count, CancellationToken ct) =>
+            Convert.ToBase64String(await spool.Md5Async(offset, count, ct).ConfigureAwait(false));
+
+        /// <summary>Returns whether this call stored the object (false: a 412 found our own object) and its version id.</summary>
+        private async ValueTask<(bool Stored, string? VersionId)> PutAsync(bool conditional, CancellationToken ct)
         {
             var request = new PutObjectRequest
             {
@@ -354,15 +467,18 @@ public sealed class S3Backend : IBackend
                 AutoCloseStream = true,
                 ContentType = "application/octet-stream",
             };
-            if (Conditional) request.IfNoneMatch = "*";
+            if (conditional) request.IfNoneMatch = "*";
+            if (backend._sendMd5) request.MD5Digest = await Md5Base64Async(0, spool.Length, ct).ConfigureAwait(false);
             if (backend._options.StorageClassFor(key) is { } storageClass) request.StorageClass = S3StorageClass.FindValue(storageClass);
             try
             {
-                await backend._s3.PutObjectAsync(request, ct).ConfigureAwait(false);
+                var response = await backend._s3.PutObjectAsync(request, ct).ConfigureAwait(false);
+                return (true, response.VersionId);
             }
             catch (Exception e) when (IsPreconditionFailed(e))
             {
                 await ConflictAsync(ct).ConfigureAwait(false);
+                return (false, null);
             }
             catch (Exception e) when (IsMappable(e, ct))
             {
@@ -374,7 +490,7 @@ public sealed class S3Backend : IBackend
             }
         }
 
-        private async ValueTask MultipartAsync(string path, CancellationToken ct)
+        private async ValueTask<(bool Stored, string? VersionId)> MultipartAsync(string path, bool conditional, CancellationToken ct)
         {
             string uploadId;
             try
@@ -397,11 +513,14 @@ public sealed class S3Backend : IBackend
                 int number = 1;
                 for (long offset = 0; offset < spool.Length; offset += partSize, number++)
                 {
-                    var part = await backend._s3.UploadPartAsync(new UploadPartRequest
+                    long length = Math.Min(partSize, spool.Length - offset);
+                    var upload = new UploadPartRequest
                     {
                         BucketName = backend.Bucket, Key = fullKey, UploadId = uploadId, PartNumber = number,
-                        FilePath = path, FilePosition = offset, PartSize = Math.Min(partSize, spool.Length - offset),
-                    }, ct).ConfigureAwait(false);
+                        FilePath = path, FilePosition = offset, PartSize = length,
+                    };
+                    if (backend._sendMd5) upload.MD5Digest = await Md5Base64Async(offset, length, ct).ConfigureAwait(false);
+                    var part = await backend._s3.UploadPartAsync(upload, ct).ConfigureAwait(false);
                     parts.Add(new PartETag(number, part.ETag));
                 }
                 var complete = new CompleteMultipartUploadRequest
@@ -409,15 +528,17 @@ public sealed class S3Backend : IBackend
                     BucketName = backend.Bucket, Key = fullKey, UploadId = uploadId, PartETags = parts,
                 };
                 // RGW 16 ignores If-None-Match here and overwrites (docs/s3.md); AWS honours it.
-                if (Conditional) complete.IfNoneMatch = "*";
+                if (conditional) complete.IfNoneMatch = "*";
                 try
                 {
-                    await backend._s3.CompleteMultipartUploadAsync(complete, ct).ConfigureAwait(false);
+                    var response = await backend._s3.CompleteMultipartUploadAsync(complete, ct).ConfigureAwait(false);
                     completed = true;
+                    return (true, response.VersionId);
                 }
                 catch (Exception e) when (IsPreconditionFailed(e))
                 {
                     await ConflictAsync(ct).ConfigureAwait(false);
+                    return (false, null);
                 }
             }
             catch (Exception e) when (IsMappable(e, ct))

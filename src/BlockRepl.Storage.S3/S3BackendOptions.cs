@@ -6,6 +6,16 @@ namespace BlockRepl.Storage.S3;
 public enum CreateOnlyMode
 {
     /// <summary>
+    /// Chosen per bucket at the first write (docs/s3.md, "Create-only writes"): the bucket's versioning is read
+    /// once (<c>GetBucketVersioning</c>; Object Lock implies versioning). Unversioned, or versioned on a store
+    /// known to honour <c>If-None-Match</c> there (<see cref="S3BackendOptions.VersionedConditionalWrites"/>):
+    /// <see cref="Conditional"/>. Otherwise a checked fallback: HeadObject, the conditional PUT, then
+    /// <c>ListObjectVersions</c> of the key: when more than one version exists the earliest wins, and ours is a
+    /// conflict unless its content is the same.
+    /// </summary>
+    Auto,
+
+    /// <summary>
     /// <c>If-None-Match: *</c> on PutObject and CompleteMultipartUpload: atomic on AWS S3 and on
     /// RGW's unversioned buckets. RGW ignores it on versioned (and so Object Lock) buckets.
     /// </summary>
@@ -33,7 +43,15 @@ public sealed record S3BackendOptions
     /// <summary>Where uploads are spooled before they are sent; null means <see cref="Path.GetTempPath"/>.</summary>
     public string? SpoolDirectory { get; init; }
 
-    public CreateOnlyMode CreateOnly { get; init; } = CreateOnlyMode.Conditional;
+    /// <summary>How writes are made create-only; <see cref="CreateOnlyMode.Auto"/> decides per bucket.</summary>
+    public CreateOnlyMode CreateOnly { get; init; } = CreateOnlyMode.Auto;
+
+    /// <summary>
+    /// Whether the store honours <c>If-None-Match: *</c> on versioned (and Object Lock) buckets, for
+    /// <see cref="CreateOnlyMode.Auto"/>. Null: only AWS S3 itself (no endpoint override) is trusted; S3-compatible
+    /// stores get the checked fallback (Ceph RGW before 2025 ignores the header there and adds a version).
+    /// </summary>
+    public bool? VersionedConditionalWrites { get; init; }
 
     /// <summary>Uploads up to this size stay in memory; larger ones spool to a temp file.</summary>
     public int MemorySpoolLimit { get; init; } = 1 << 20;

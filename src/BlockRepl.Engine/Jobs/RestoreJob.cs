@@ -16,15 +16,19 @@ public sealed record RestoreResult(string Target, long Size, long WrittenBytes, 
 /// <summary>
 /// Restores a recovery point to a file or block device. A new file is written sparse under a temporary
 /// name and renamed into place only when complete and fsynced. Onto an existing file or device, only the
-/// chunks that differ are written (each chunk is compared with the target first). Every chunk read from the
-/// repository is verified against its SHA-256 before it is written.
+/// chunks that differ are written (each chunk is compared with the target first). Chunks are read from the
+/// packs in coalesced ranges (<see cref="PackRanges"/>), several in flight within a byte budget; every chunk
+/// is verified against its SHA-256 before it is written.
 /// </summary>
-public sealed class RestoreJob(Repo repo, ILogger log, int workers = 0)
+public sealed class RestoreJob(Repo repo, ILogger log, int workers = 0, PackRangeOptions? ranges = null)
 {
-    public JobProgress Progress { get; } = new();
-    private readonly int _workers = workers > 0 ? workers : Math.Max(2, Environment.ProcessorCount);
+    /// <summary>Chunks collected from the tree before they are grouped into pack ranges (more = better merging).</summary>
+    private const long WindowBytes = 512L << 20;
 
-    private readonly record struct Item(long Chunk, ChunkId Id);
+    public JobProgress Progress { get; } = new();
+    private readonly PackRangeOptions _ranges = ranges ?? PackRangeOptions.For(repo.Backend);
+    // Readers both wait on the store and verify (SHA-256, LZ4) what arrived: more of them than cores hides latency.
+    private readonly int _readers = workers > 0 ? workers : Math.Max((ranges ?? PackRangeOptions.For(repo.Backend)).Parallelism, Environment.ProcessorCount);
 
     public async Task<RestoreResult> RunAsync(Manifest m, string target, CancellationToken ct = default)
     {
@@ -85,37 +89,53 @@ public sealed class RestoreJob(Repo repo, ILogger log, int workers = 0)
         {
             using (handle)
             {
-                var channel = Channel.CreateBounded<Item>(new BoundedChannelOptions(256) { SingleWriter = true });
+                // Chunks are read in coalesced pack ranges (PackRanges): the walk collects a window of chunks,
+                // groups them by pack and offset, and readers fetch the ranges, several in flight, within a byte budget.
+                var channel = Channel.CreateBounded<PackRange>(new BoundedChannelOptions(64) { SingleWriter = true });
                 using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
-                var tasks = new Task[_workers];
-                for (int w = 0; w < _workers; w++)
+                using var budget = new ByteBudget(_ranges.MaxBytesInFlight);
+                var tasks = new Task[_readers];
+                for (int w = 0; w < _readers; w++)
                 {
                     tasks[w] = Task.Run(async () =>
                     {
                         int maxStored = K4os.Compression.LZ4.LZ4Codec.MaximumOutputSize(m.ChunkSize);
                         var data = ArrayPool<byte>.Shared.Rent(m.ChunkSize);
-                        var scratch = ArrayPool<byte>.Shared.Rent(maxStored);
                         var existing = inPlace ? ArrayPool<byte>.Shared.Rent(m.ChunkSize) : null;
                         try
                         {
-                            await foreach (var item in channel.Reader.ReadAllAsync(cts.Token).ConfigureAwait(false))
+                            await foreach (var range in channel.Reader.ReadAllAsync(cts.Token).ConfigureAwait(false))
                             {
-                                long offset = item.Chunk * m.ChunkSize;
-                                int len = (int)Math.Min(m.ChunkSize, m.Size - offset);
-                                if (!repo.Index.TryGet(item.Id, out var loc))
-                                    throw new CorruptDataException($"chunk {item.Id}", "missing from the repository");
-                                if (loc.RawLength != len)
-                                    throw new CorruptDataException($"chunk {item.Id}", $"length {loc.RawLength}, expected {len}");
-                                var mem = data.AsMemory(0, len);
-                                await repo.ReadBlobAsync(item.Id, loc, mem, scratch, cts.Token).ConfigureAwait(false);
-                                if (inPlace && BlockSource.ReadFully(handle, existing.AsSpan(0, len), offset) == len && existing.AsSpan(0, len).SequenceEqual(mem.Span))
-                                    Interlocked.Add(ref unchanged, len);
-                                else
+                                int units = await budget.AcquireAsync(range.Length, cts.Token).ConfigureAwait(false);
+                                var buffer = ArrayPool<byte>.Shared.Rent(range.Length);
+                                try
                                 {
-                                    RandomAccess.Write(handle, mem.Span, offset);
-                                    Interlocked.Add(ref written, len);
+                                    var bytes = buffer.AsMemory(0, range.Length);
+                                    await repo.ReadRangeAsync(range, bytes, cts.Token).ConfigureAwait(false);
+                                    foreach (var blob in range.Blobs)
+                                    {
+                                        long offset = blob.Tag * m.ChunkSize;
+                                        int len = (int)Math.Min(m.ChunkSize, m.Size - offset);
+                                        if (blob.Location.RawLength != len)
+                                            throw new CorruptDataException($"chunk {blob.Id}", $"length {blob.Location.RawLength}, expected {len}");
+                                        if (blob.Location.StoredLength > maxStored)
+                                            throw new CorruptDataException($"chunk {blob.Id}", $"stored length {blob.Location.StoredLength} exceeds the LZ4 bound {maxStored}");
+                                        var content = repo.TakeBlob(range, bytes, blob, data).Span;
+                                        if (inPlace && BlockSource.ReadFully(handle, existing.AsSpan(0, len), offset) == len && existing.AsSpan(0, len).SequenceEqual(content))
+                                            Interlocked.Add(ref unchanged, len);
+                                        else
+                                        {
+                                            RandomAccess.Write(handle, content, offset);
+                                            Interlocked.Add(ref written, len);
+                                        }
+                                        Progress.AddStored(len);
+                                    }
                                 }
-                                Progress.AddStored(len);
+                                finally
+                                {
+                                    ArrayPool<byte>.Shared.Return(buffer);
+                                    budget.Release(units);
+                                }
                             }
                         }
                         catch
@@ -126,7 +146,6 @@ public sealed class RestoreJob(Repo repo, ILogger log, int workers = 0)
                         finally
                         {
                             ArrayPool<byte>.Shared.Return(data);
-                            ArrayPool<byte>.Shared.Return(scratch);
                             if (existing is not null) ArrayPool<byte>.Shared.Return(existing);
                         }
                     }, cts.Token);
@@ -134,22 +153,39 @@ public sealed class RestoreJob(Repo repo, ILogger log, int workers = 0)
 
                 var zeroBuf = inPlace ? new byte[m.ChunkSize] : null;
                 var cmpBuf = inPlace ? new byte[m.ChunkSize] : null;
-                Task producer = TreeWalker.WalkAsync(repo, m,
-                    async (first, ids, count) =>
-                    {
-                        for (int i = 0; i < count; i++)
+                int windowChunks = Math.Max(1024, (int)(WindowBytes / m.ChunkSize));
+                var window = new List<BlobRead>(windowChunks);
+                async Task FlushAsync()
+                {
+                    if (window.Count == 0) return;
+                    foreach (var range in PackRanges.Plan(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(window), _ranges))
+                        await channel.Writer.WriteAsync(range, cts.Token).ConfigureAwait(false);
+                    window.Clear();
+                }
+                Task producer = WalkAndFlushAsync();
+                async Task WalkAndFlushAsync()
+                {
+                    await TreeWalker.WalkAsync(repo, m,
+                        async (first, ids, count) =>
                         {
-                            if (ids[i].IsZero) zero += ZeroRange(handle, first + i, 1);
-                            else await channel.Writer.WriteAsync(new Item(first + i, ids[i]), cts.Token).ConfigureAwait(false);
-                        }
-                        Progress.DoneBytes = Math.Min(m.Size, (first + count) * m.ChunkSize);
-                    },
-                    (first, count) =>
-                    {
-                        zero += ZeroRange(handle, first, count);
-                        Progress.DoneBytes = Math.Min(m.Size, (first + count) * m.ChunkSize);
-                        return Task.CompletedTask;
-                    }, null, cts.Token);
+                            for (int i = 0; i < count; i++)
+                            {
+                                if (ids[i].IsZero) { zero += ZeroRange(handle, first + i, 1); continue; }
+                                if (!repo.Index.TryGet(ids[i], out var loc))
+                                    throw new CorruptDataException($"chunk {ids[i]}", "missing from the repository");
+                                window.Add(new BlobRead(ids[i], loc, first + i));
+                            }
+                            if (window.Count >= windowChunks) await FlushAsync().ConfigureAwait(false);
+                            Progress.DoneBytes = Math.Min(m.Size, (first + count) * m.ChunkSize);
+                        },
+                        (first, count) =>
+                        {
+                            zero += ZeroRange(handle, first, count);
+                            Progress.DoneBytes = Math.Min(m.Size, (first + count) * m.ChunkSize);
+                            return Task.CompletedTask;
+                        }, null, cts.Token).ConfigureAwait(false);
+                    await FlushAsync().ConfigureAwait(false);
+                }
                 try { await producer.ConfigureAwait(false); }
                 catch (OperationCanceledException) when (!ct.IsCancellationRequested)
                 {

@@ -89,7 +89,7 @@ internal static class TreeWalker
     {
         long chunkCount = ChunkGeometry.ChunkCount(m.Size, m.ChunkSize);
         var root = ChunkId.Parse(m.Root);
-        await WalkNodeAsync(repo, m, root, m.TreeLevels - 1, 0, chunkCount, onChunks, onZeroRun, onNode, ct).ConfigureAwait(false);
+        await WalkNodeAsync(repo, m, root, m.TreeLevels - 1, 0, chunkCount, onChunks, onZeroRun, onNode, null, ct).ConfigureAwait(false);
     }
 
     private static long Span(Manifest m, int level)
@@ -100,14 +100,14 @@ internal static class TreeWalker
     }
 
     private static async Task WalkNodeAsync(Repo repo, Manifest m, ChunkId id, int level, long first, long chunkCount,
-        Func<long, ChunkId[], int, Task> onChunks, Func<long, long, Task> onZeroRun, Action<ChunkId>? onNode, CancellationToken ct)
+        Func<long, ChunkId[], int, Task> onChunks, Func<long, long, Task> onZeroRun, Action<ChunkId>? onNode, byte[]? prefetched, CancellationToken ct)
     {
         long covers = Math.Min(Span(m, level), chunkCount - first);
         if (covers <= 0) return;
         if (id.IsZero) { await onZeroRun(first, covers).ConfigureAwait(false); return; }
         ct.ThrowIfCancellationRequested();
         onNode?.Invoke(id);
-        var bytes = await repo.ReadTreeNodeAsync(id, ct).ConfigureAwait(false);
+        var bytes = prefetched ?? await repo.ReadTreeNodeAsync(id, ct).ConfigureAwait(false);
         var children = new ChunkId[level == 0 ? m.LeafFanout : m.NodeFanout];
         string what = $"tree node {id}";
         int actualLevel = TreeNode.Decode(bytes, children, what);
@@ -118,11 +118,48 @@ internal static class TreeWalker
             return;
         }
         long childSpan = Span(m, level - 1);
-        for (int i = 0; i < children.Length; i++)
+        int used = (int)Math.Min(children.Length, (chunkCount - first + childSpan - 1) / childSpan);
+        var nodes = await PrefetchAsync(repo, children.AsSpan(0, used).ToArray(), ct).ConfigureAwait(false);
+        for (int i = 0; i < used; i++)
         {
             long childFirst = first + i * childSpan;
-            if (childFirst >= chunkCount) break;
-            await WalkNodeAsync(repo, m, children[i], level - 1, childFirst, chunkCount, onChunks, onZeroRun, onNode, ct).ConfigureAwait(false);
+            nodes.TryGetValue(children[i], out var node);
+            await WalkNodeAsync(repo, m, children[i], level - 1, childFirst, chunkCount, onChunks, onZeroRun, onNode, node, ct).ConfigureAwait(false);
         }
+    }
+
+    /// <summary>
+    /// Reads the child nodes of one interior node in coalesced pack ranges (a backup writes them next to each
+    /// other, so 256 leaves are usually one GET instead of 256). Best effort: a node that is missing, or whose
+    /// range or blob is corrupt, is left out and read (and reported) by the walk in its turn.
+    /// </summary>
+    internal static async Task<Dictionary<ChunkId, byte[]>> PrefetchAsync(Repo repo, ChunkId[] ids, CancellationToken ct)
+    {
+        var result = new Dictionary<ChunkId, byte[]>();
+        var wanted = new List<BlobRead>(ids.Length);
+        var seen = new HashSet<ChunkId>();
+        foreach (var id in ids)
+            if (!id.IsZero && seen.Add(id) && repo.Index.TryGet(id, out var loc) && !loc.IsPending && loc.Type == BlobType.Tree)
+                wanted.Add(new BlobRead(id, loc, 0));
+        if (wanted.Count < 2) return result;
+        foreach (var range in PackRanges.Plan(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(wanted), PackRangeOptions.For(repo.Backend)))
+        {
+            var buffer = System.Buffers.ArrayPool<byte>.Shared.Rent(range.Length);
+            try
+            {
+                var bytes = buffer.AsMemory(0, range.Length);
+                try { await repo.ReadRangeAsync(range, bytes, ct).ConfigureAwait(false); }
+                catch (Exception e) when (e is CorruptDataException or Storage.StorageException) { continue; }
+                foreach (var blob in range.Blobs)
+                {
+                    var node = new byte[blob.Location.RawLength];
+                    try { repo.TakeBlob(range, bytes, blob, node).CopyTo(node); }
+                    catch (CorruptDataException) { continue; }
+                    result[blob.Id] = node;
+                }
+            }
+            finally { System.Buffers.ArrayPool<byte>.Shared.Return(buffer); }
+        }
+        return result;
     }
 }

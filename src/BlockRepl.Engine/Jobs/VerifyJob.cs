@@ -87,35 +87,51 @@ public sealed class VerifyJob(IBackend backend)
             {
                 string key = Repo.PackKey(p.Pack);
                 await CheckPackTableAsync(key, p, problems, c).ConfigureAwait(false);
+                // The blobs of a pack are read in a few large ranges (PackRanges), not one GET each.
+                var blobs = new BlobRead[p.Entries.Length];
+                for (int i = 0; i < blobs.Length; i++)
+                {
+                    var e = p.Entries[i];
+                    blobs[i] = new BlobRead(e.Id, new BlobLocation(0, e.Offset, e.StoredLength, e.RawLength, e.Type, e.Compression, e.StoredChecksum), i);
+                }
                 byte[] data = ArrayPool<byte>.Shared.Rent(1 << 20);
-                byte[] scratch = ArrayPool<byte>.Shared.Rent(1 << 20);
                 try
                 {
-                    foreach (var e in p.Entries)
+                    foreach (var range in PackRanges.Plan(blobs, PackRangeOptions.For(backend)))
                     {
-                        if (!repo.Index.TryGet(e.Id, out var loc)) continue;
-                        var entryLoc = loc with { Offset = e.Offset, StoredLength = e.StoredLength, RawLength = e.RawLength, Compression = e.Compression, StoredChecksum = e.StoredChecksum };
+                        byte[] buffer = ArrayPool<byte>.Shared.Rent(range.Length);
                         try
                         {
-                            var stored = scratch.AsMemory(0, e.StoredLength);
-                            await backend.ReadExactlyAtAsync(key, e.Offset, stored, c).ConfigureAwait(false);
-                            if (e.Compression == Core.Compression.BlobCompression.None) stored.Span.CopyTo(data);
-                            Repo.VerifyBlob(e.Id, entryLoc, stored.Span, data.AsSpan(0, e.RawLength), key);
+                            var bytes = buffer.AsMemory(0, range.Length);
+                            string? rangeProblem = null;
+                            try { await backend.ReadExactlyAtAsync(key, range.Offset, bytes, c).ConfigureAwait(false); }
+                            catch (StorageException ex) { rangeProblem = ex.Message; problems.Add(ex.Message); }
+                            foreach (var b in range.Blobs)
+                            {
+                                if (rangeProblem is not null) { bad.TryAdd(b.Id, rangeProblem); continue; }
+                                try
+                                {
+                                    if (b.Location.RawLength > data.Length || b.Location.RawLength < 0)
+                                        throw new CorruptDataException($"blob {b.Id} in {key}", $"raw length {b.Location.RawLength} is not a valid chunk length");
+                                    var stored = range.Slice(bytes, b).Span;
+                                    if (b.Location.Compression == Core.Compression.BlobCompression.None) stored.CopyTo(data);
+                                    Repo.VerifyBlob(b.Id, b.Location, stored, data.AsSpan(0, b.Location.RawLength), key);
+                                }
+                                catch (CorruptDataException ex)
+                                {
+                                    problems.Add(ex.Message);
+                                    bad.TryAdd(b.Id, ex.Message);
+                                }
+                            }
                         }
-                        catch (Exception ex) when (ex is CorruptDataException or StorageException)
-                        {
-                            string msg = ex.Message;
-                            problems.Add(msg);
-                            bad.TryAdd(e.Id, msg);
-                        }
-                        Interlocked.Add(ref bytesRead, e.StoredLength);
-                        Progress.DoneBytes = Interlocked.Read(ref bytesRead);
+                        finally { ArrayPool<byte>.Shared.Return(buffer); }
+                        long rangeStored = range.Blobs.Sum(b => (long)b.Location.StoredLength);
+                        Progress.DoneBytes = Interlocked.Add(ref bytesRead, rangeStored);
                     }
                 }
                 finally
                 {
                     ArrayPool<byte>.Shared.Return(data);
-                    ArrayPool<byte>.Shared.Return(scratch);
                 }
             }).ConfigureAwait(false);
             report.Problems.AddRange(problems.OrderBy(x => x, StringComparer.Ordinal));
@@ -157,11 +173,19 @@ public sealed class VerifyJob(IBackend backend)
             var header = new byte[PackFormat.HeaderSize];
             await backend.ReadExactlyAtAsync(key, 0, header, ct).ConfigureAwait(false);
             PackFormat.CheckHeader(header, $"pack {key}");
-            var trailer = new byte[PackFormat.TrailerSize];
-            await backend.ReadExactlyAtAsync(key, p.PackLength - PackFormat.TrailerSize, trailer, ct).ConfigureAwait(false);
+            // The table and trailer in one read, sized by the index's entry count; the trailer decides.
+            long tailLength = Math.Min(p.PackLength - PackFormat.HeaderSize, (long)p.Entries.Length * BlobEntry.Size + PackFormat.TrailerSize);
+            var tail = new byte[Math.Max(PackFormat.TrailerSize, tailLength)];
+            await backend.ReadExactlyAtAsync(key, p.PackLength - tail.Length, tail, ct).ConfigureAwait(false);
+            var trailer = tail.AsSpan(tail.Length - PackFormat.TrailerSize).ToArray();
             var (tableOffset, count, sum) = PackFormat.ReadTrailer(trailer, p.PackLength, $"pack {key}");
-            var table = new byte[count * BlobEntry.Size];
-            await backend.ReadExactlyAtAsync(key, tableOffset, table, ct).ConfigureAwait(false);
+            byte[] table;
+            if (tableOffset == p.PackLength - tail.Length) table = tail[..^PackFormat.TrailerSize];
+            else
+            {
+                table = new byte[count * BlobEntry.Size];
+                await backend.ReadExactlyAtAsync(key, tableOffset, table, ct).ConfigureAwait(false);
+            }
             var entries = PackFormat.ReadTable(table, trailer, count, sum, tableOffset, $"pack {key}");
             if (!entries.AsSpan().SequenceEqual(p.Entries))
                 problems.Add($"pack {key}: its table does not match the index");
@@ -173,12 +197,12 @@ public sealed class VerifyJob(IBackend backend)
     }
 
     private static async Task<bool> WalkAsync(Repo repo, Manifest m, ChunkId id, int level, ConcurrentDictionary<ChunkId, string> bad,
-        HashSet<ChunkId> cleanNodes, List<string> found, CancellationToken ct)
+        HashSet<ChunkId> cleanNodes, List<string> found, CancellationToken ct, byte[]? prefetched = null)
     {
         if (id.IsZero || cleanNodes.Contains(id)) return true;
         if (bad.TryGetValue(id, out var why)) { found.Add(why); return false; }
         byte[] node;
-        try { node = await repo.ReadTreeNodeAsync(id, ct).ConfigureAwait(false); }
+        try { node = prefetched ?? await repo.ReadTreeNodeAsync(id, ct).ConfigureAwait(false); }
         catch (Exception e) when (e is CorruptDataException or StorageException)
         {
             found.Add(e.Message);
@@ -192,6 +216,8 @@ public sealed class VerifyJob(IBackend backend)
         }
         catch (CorruptDataException e) { found.Add(e.Message); return false; }
         bool clean = true;
+        var nodes = level == 0 ? null
+            : await TreeWalker.PrefetchAsync(repo, children.Where(c => !cleanNodes.Contains(c) && !bad.ContainsKey(c)).ToArray(), ct).ConfigureAwait(false);
         foreach (var child in children)
         {
             if (child.IsZero) continue;
@@ -200,7 +226,7 @@ public sealed class VerifyJob(IBackend backend)
                 if (bad.TryGetValue(child, out var reason)) { found.Add(reason); clean = false; }
                 else if (!repo.Index.Contains(child)) { found.Add($"chunk {child} is missing from the repository"); clean = false; }
             }
-            else if (!await WalkAsync(repo, m, child, level - 1, bad, cleanNodes, found, ct).ConfigureAwait(false)) clean = false;
+            else if (!await WalkAsync(repo, m, child, level - 1, bad, cleanNodes, found, ct, nodes!.GetValueOrDefault(child)).ConfigureAwait(false)) clean = false;
         }
         if (clean) cleanNodes.Add(id);
         return clean;

@@ -122,6 +122,57 @@ public sealed class Repo : IAsyncDisposable
         VerifyBlob(id, loc, stored.Span, destination.Span, key);
     }
 
+    /// <summary>The object key of the pack with index ordinal <paramref name="pack"/>.</summary>
+    public string PackKeyAt(int pack) => _packKeys.GetOrAdd(pack, static (ord, index) => PackKey(index.PackAt(ord).Id), Index);
+
+    /// <summary>
+    /// Reads the stored bytes of <paramref name="range"/> into <paramref name="buffer"/> (exactly its length).
+    /// Nothing is verified here: each blob is checked by <see cref="VerifyBlob"/> when it is taken out.
+    /// A missing or short pack is <see cref="CorruptDataException"/>, as in <see cref="ReadBlobAsync"/>.
+    /// </summary>
+    public async ValueTask ReadRangeAsync(PackRange range, Memory<byte> buffer, CancellationToken ct = default)
+    {
+        string key = PackKeyAt(range.Pack);
+        if (buffer.Length != range.Length) ThrowHelper.ThrowBufferTooSmall(nameof(buffer));
+        try
+        {
+            await Backend.ReadExactlyAtAsync(key, range.Offset, buffer, ct).ConfigureAwait(false);
+        }
+        catch (ObjectNotFoundException)
+        {
+            throw new CorruptDataException($"pack {key}", $"missing (it holds blob {range.Blobs[0].Id})");
+        }
+        catch (StorageException e) when (!e.Transient)
+        {
+            throw new CorruptDataException($"pack {key}", e.Message);
+        }
+    }
+
+    /// <summary>
+    /// Takes one blob out of a range read by <see cref="ReadRangeAsync"/> and verifies it. Returns its content:
+    /// a slice of <paramref name="range"/> for an uncompressed blob (no copy), else <paramref name="scratch"/>
+    /// decoded (it must hold the raw length).
+    /// </summary>
+    public ReadOnlyMemory<byte> TakeBlob(PackRange pr, ReadOnlyMemory<byte> range, in BlobRead blob, Memory<byte> scratch)
+    {
+        var stored = pr.Slice(range, blob);
+        var loc = blob.Location;
+        string key = PackKeyAt(pr.Pack);
+        if (loc.Compression == BlobCompression.None)
+        {
+            if (loc.StoredLength != loc.RawLength)
+                ThrowHelper.ThrowCorrupt($"blob {blob.Id} in {key}", $"stored length {loc.StoredLength} differs from raw length {loc.RawLength} without compression");
+            if (Checksum.Compute(stored.Span) != loc.StoredChecksum)
+                ThrowHelper.ThrowCorrupt($"blob {blob.Id} in {key}", "stored bytes do not match their checksum");
+            if (ChunkId.Compute(stored.Span) != blob.Id)
+                ThrowHelper.ThrowCorrupt($"blob {blob.Id} in {key}", "content does not match its SHA-256");
+            return stored;
+        }
+        var destination = scratch[..loc.RawLength];
+        VerifyBlob(blob.Id, loc, stored.Span, destination.Span, key);
+        return destination;
+    }
+
     /// <summary>Checks stored bytes, decodes them into <paramref name="destination"/> and checks the content hash.</summary>
     public static void VerifyBlob(ChunkId id, BlobLocation loc, ReadOnlySpan<byte> stored, Span<byte> destination, string packKey)
     {
