@@ -26,7 +26,7 @@ public sealed class EbsEndpointOptions
     /// <summary>Secret for <see cref="AccessKeyId"/>; null means the endpoint's own AWS_SECRET_ACCESS_KEY.</summary>
     public string? SecretAccessKey { get; init; }
 
-    /// <summary>When set, requests must carry this X-Amz-Security-Token (null: AWS_SESSION_TOKEN if set, else not checked).</summary>
+    /// <summary>When set, requests must carry this X-Amz-Security-Token (null: AWS_SESSION_TOKEN when the keys also come from the environment, else not checked).</summary>
     public string? SessionToken { get; init; }
 
     /// <summary>When set, the SigV4 credential scope must name this region; null accepts any region.</summary>

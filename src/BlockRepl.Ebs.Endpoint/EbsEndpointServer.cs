@@ -73,7 +73,8 @@ public sealed partial class EbsEndpointServer : IAsyncDisposable
             string? sk = _o.SecretAccessKey ?? Environment.GetEnvironmentVariable("AWS_SECRET_ACCESS_KEY");
             if (string.IsNullOrEmpty(ak) || string.IsNullOrEmpty(sk))
                 throw new InvalidOperationException("SigV4 verification is on but the endpoint has no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in its environment, or disable verification (--no-auth)");
-            string? token = _o.SessionToken ?? NullIfEmpty(Environment.GetEnvironmentVariable("AWS_SESSION_TOKEN"));
+            // The environment's session token belongs to the environment's keys; explicit keys come without one.
+            string? token = _o.SessionToken ?? (_o.AccessKeyId is null ? NullIfEmpty(Environment.GetEnvironmentVariable("AWS_SESSION_TOKEN")) : null);
             _verifier = new SigV4Verifier(ak, sk, token, _o.Region, _o.MaxClockSkew);
             AccessKeyId = ak;
         }
