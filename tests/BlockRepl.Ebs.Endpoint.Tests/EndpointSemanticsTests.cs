@@ -106,6 +106,23 @@ public class EndpointSemanticsTests
     }
 
     [Fact]
+    public async Task Gets_over_the_per_snapshot_rate_are_throttled_too()
+    {
+        await using var ep = await TestEndpoint.StartAsync(d => new EbsEndpointOptions
+        {
+            DataDirectory = d, AccessKeyId = TestEndpoint.AccessKey, SecretAccessKey = TestEndpoint.SecretKey, GetRatePerSnapshot = 3, CompletionDelay = TimeSpan.Zero,
+        });
+        string id = await ep.StartSnapshotIdAsync();
+        await ep.PutOkAsync(id, 0, TestEndpoint.VectorBlock(0));
+        await ep.CompleteAndWaitAsync(id, 1);
+        var (blocks, _, _) = await ep.ListAllAsync(id);
+        var results = await Task.WhenAll(Enumerable.Range(0, 12).Select(_ => ep.GetBlockAsync(id, 0, blocks[0])));
+        Assert.Contains(results, r => r.Status == HttpStatusCode.OK);
+        Assert.Contains(results, r => r.ErrorType == "RequestThrottledException" && r.Status == HttpStatusCode.BadRequest);
+        Assert.Equal(results.Count(r => r.ErrorType == "RequestThrottledException"), ep.Server.GetStats().Operations["GetSnapshotBlock"].Throttled);
+    }
+
+    [Fact]
     public async Task An_idle_snapshot_times_out_into_the_error_state()
     {
         // 1 "minute" = 100 ms, so Timeout 10 expires after 1 s without puts.
@@ -230,6 +247,26 @@ public class EndpointSemanticsTests
         await ep.RestartAsync();
         Assert.Equal(80, new FileInfo(log).Length);
         await ep.CompleteAndWaitAsync(id, 2);
+    }
+
+    [Fact]
+    public async Task A_pending_block_whose_data_no_longer_matches_its_digest_is_forgotten_on_restart()
+    {
+        await using var ep = await TestEndpoint.StartAsync();
+        string id = await ep.StartSnapshotIdAsync();
+        await ep.PutOkAsync(id, 0, TestEndpoint.VectorBlock(0));
+        await ep.PutOkAsync(id, 1, TestEndpoint.VectorBlock(1));
+        await ep.Server.StopAsync();
+        // What a crash in the middle of an un-acknowledged overwrite of block 1 leaves behind.
+        await using (var f = new FileStream(Path.Combine(ep.Dir.Path, "snapshots", id, "blocks.dat"), FileMode.Open))
+        {
+            f.Position = Block + 4096;
+            f.Write(new byte[4096]);
+        }
+        await ep.RestartAsync();
+        Assert.Equal(HttpStatusCode.BadRequest, (await ep.CompleteAsync(id, 2)).Status);
+        await ep.PutOkAsync(id, 1, TestEndpoint.VectorBlock(1));
+        await ep.CompleteAndWaitAsync(id, 2, TestEndpoint.Linear([TestEndpoint.VectorBlock(0), TestEndpoint.VectorBlock(1)]));
     }
 
     [Fact]
