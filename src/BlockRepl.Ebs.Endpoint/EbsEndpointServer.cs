@@ -318,14 +318,14 @@ public sealed partial class EbsEndpointServer : IAsyncDisposable
             if (op != Op.PutSnapshotBlock) throw EbsError.BadSignature("X-Amz-Content-SHA256: UNSIGNED-PAYLOAD is accepted only on PutSnapshotBlock; sign the payload of other operations.");
             payloadHash = claimed;
         }
-        else payloadHash = claimed.ToLowerInvariant();
+        else payloadHash = claimed; // signed exactly as sent; compared with the body below, case-insensitively
 
         string rawTarget = ctx.Features.Get<IHttpRequestFeature>()?.RawTarget ?? (req.Path + req.QueryString);
         int q = rawTarget.IndexOf('?');
         string rawPath = q < 0 ? rawTarget : rawTarget[..q];
         string rawQuery = q < 0 ? "" : rawTarget[(q + 1)..];
         _verifier!.Verify(new SigV4Request(req.Method, rawPath, rawQuery, name => Header(req, name), payloadHash), DateTimeOffset.UtcNow);
-        if (payloadHash != SigV4Verifier.UnsignedPayload && payloadHash != bodyHex)
+        if (payloadHash != SigV4Verifier.UnsignedPayload && !string.Equals(payloadHash, bodyHex, StringComparison.OrdinalIgnoreCase))
             throw EbsError.BadSignature($"The X-Amz-Content-SHA256 header ({claimed}) does not match the SHA-256 of the body ({bodyHex}).");
     }
 
