@@ -31,6 +31,7 @@ public sealed partial class EbsEndpointServer : IAsyncDisposable
     private long _bytesWritten;
     private long _bytesRead;
     private readonly Random _faults;
+    private readonly CancellationTokenSource _stopping = new();
     private SnapshotStore? _store;
     private TokenCodec? _tokens;
     private SigV4Verifier? _verifier;
@@ -133,6 +134,7 @@ public sealed partial class EbsEndpointServer : IAsyncDisposable
         if (_app is { } app)
         {
             _app = null;
+            await _stopping.CancelAsync().ConfigureAwait(false); // releases hung (fault-injected) requests
             await app.StopAsync(cancellationToken).ConfigureAwait(false);
             await app.DisposeAsync().ConfigureAwait(false);
         }
@@ -172,6 +174,21 @@ public sealed partial class EbsEndpointServer : IAsyncDisposable
         long Read(Op op, Counter c) => Interlocked.Read(ref _counters[(int)op * (int)Counter.Count + (int)c]);
     }
 
+    private enum Fault { None, Internal, Reset, Hang }
+
+    /// <summary>One draw decides the injected fault, if any: 500, connection reset, or a request never answered.</summary>
+    private Fault NextFault()
+    {
+        if (_o.InternalErrorRate + _o.ResetRate + _o.HangRate <= 0) return Fault.None;
+        double r;
+        lock (_faults) r = _faults.NextDouble();
+        if (r < _o.InternalErrorRate) return Fault.Internal;
+        r -= _o.InternalErrorRate;
+        if (r < _o.ResetRate) return Fault.Reset;
+        r -= _o.ResetRate;
+        return r < _o.HangRate ? Fault.Hang : Fault.None;
+    }
+
     private void Count(Op op, Counter c) => Interlocked.Increment(ref _counters[(int)op * (int)Counter.Count + (int)c]);
 
     private static string? NullIfEmpty(string? s) => string.IsNullOrEmpty(s) ? null : s;
@@ -201,11 +218,26 @@ public sealed partial class EbsEndpointServer : IAsyncDisposable
             var digest = default(Sha256Digest);
             SHA256.HashData(body.AsSpan(0, length), digest);
             if (_verifier is not null) Authenticate(ctx, op, digest);
-            if (_o.InternalErrorRate > 0)
+            switch (NextFault())
             {
-                bool fail;
-                lock (_faults) fail = _faults.NextDouble() < _o.InternalErrorRate;
-                if (fail) throw EbsError.Internal("Injected fault (--fail-rate): the request was not processed; retry it.");
+                case Fault.Internal:
+                    throw EbsError.Internal("Injected fault (--fail-rate): the request was not processed; retry it.");
+                case Fault.Reset:
+                    Count(op, Counter.ServerErrors);
+                    ctx.Abort();
+                    return;
+                case Fault.Hang:
+                    Count(op, Counter.ServerErrors);
+                    try
+                    {
+                        using var both = CancellationTokenSource.CreateLinkedTokenSource(ctx.RequestAborted, _stopping.Token);
+                        await Task.Delay(Timeout.Infinite, both.Token).ConfigureAwait(false);
+                    }
+                    catch (OperationCanceledException)
+                    {
+                    }
+                    ctx.Abort();
+                    return;
             }
             switch (op)
             {

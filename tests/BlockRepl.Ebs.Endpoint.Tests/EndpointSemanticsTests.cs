@@ -328,6 +328,32 @@ public class EndpointSemanticsTests
     }
 
     [Fact]
+    public async Task Injected_resets_and_hangs_reach_the_client_as_transport_failures()
+    {
+        await using (var ep = await TestEndpoint.StartAsync(d => new EbsEndpointOptions
+        {
+            DataDirectory = d, AccessKeyId = TestEndpoint.AccessKey, SecretAccessKey = TestEndpoint.SecretKey, ResetRate = 1,
+        }))
+        {
+            await Assert.ThrowsAsync<HttpRequestException>(() => ep.StartSnapshotAsync("""{"VolumeSize":1}"""));
+            Assert.Equal(1, ep.Server.GetStats().Operations["StartSnapshot"].ServerErrors);
+        }
+        await using (var ep = await TestEndpoint.StartAsync(d => new EbsEndpointOptions
+        {
+            DataDirectory = d, AccessKeyId = TestEndpoint.AccessKey, SecretAccessKey = TestEndpoint.SecretKey, HangRate = 1,
+        }))
+        {
+            var hung = ep.StartSnapshotAsync("""{"VolumeSize":1}""");
+            await Assert.ThrowsAsync<TimeoutException>(() => hung.WaitAsync(TimeSpan.FromSeconds(1)));
+            // Stopping releases requests that would otherwise hang forever.
+            var sw = System.Diagnostics.Stopwatch.StartNew();
+            await ep.Server.StopAsync();
+            Assert.True(sw.Elapsed < TimeSpan.FromSeconds(4), $"stop took {sw.Elapsed}");
+            await Assert.ThrowsAnyAsync<Exception>(() => hung);
+        }
+    }
+
+    [Fact]
     public async Task Stats_route_counts_requests_per_operation()
     {
         await using var ep = await TestEndpoint.StartAsync();
