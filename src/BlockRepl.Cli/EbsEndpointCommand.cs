@@ -13,12 +13,12 @@ namespace BlockRepl.Cli;
 internal static class EbsEndpointCommand
 {
     public const string UsageLine =
-        "blockrepl ebs-endpoint --data DIR [--listen 127.0.0.1:PORT] [--no-auth] [--region R] [--minute 60s] [--completion-delay 500ms] [--put-rate N] [--get-rate N] [--max-pending N] [--fail-rate F] [--not-found-after-start 3s] [--page-scan-blocks N] [--no-fsync]";
+        "blockrepl ebs-endpoint --data DIR [--listen 127.0.0.1:PORT] [--no-auth] [--region R] [--minute 60s] [--completion-delay 500ms] [--put-rate N] [--get-rate N] [--max-pending N] [--fail-rate F] [--reset-rate F] [--hang-rate F] [--not-found-after-start 3s] [--page-scan-blocks N] [--no-fsync]";
 
     private static readonly HashSet<string> ValueOptions =
     [
         "--listen", "--data", "--region", "--minute", "--completion-delay", "--put-rate", "--get-rate", "--max-pending",
-        "--fail-rate", "--not-found-after-start", "--page-scan-blocks", "--block-token-ttl", "--page-token-ttl",
+        "--fail-rate", "--reset-rate", "--hang-rate", "--not-found-after-start", "--page-scan-blocks", "--block-token-ttl", "--page-token-ttl",
     ];
 
     private static readonly HashSet<string> Flags = ["--no-auth", "--no-fsync", "--verbose"];
@@ -79,6 +79,8 @@ internal static class EbsEndpointCommand
             GetRatePerSnapshot = Integer(a, "--get-rate", d.GetRatePerSnapshot, 0),
             MaxPendingSnapshots = Integer(a, "--max-pending", d.MaxPendingSnapshots, 1),
             InternalErrorRate = Fraction(a, "--fail-rate"),
+            ResetRate = Fraction(a, "--reset-rate"),
+            HangRate = Fraction(a, "--hang-rate"),
             NotFoundAfterStart = Duration(a, "--not-found-after-start", TimeSpan.Zero, allowZero: true),
             PageScanBlocks = Integer(a, "--page-scan-blocks", d.PageScanBlocks, 1),
             BlockTokenLifetime = Duration(a, "--block-token-ttl", d.BlockTokenLifetime, allowZero: false),

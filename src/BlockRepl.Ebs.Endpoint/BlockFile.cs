@@ -149,6 +149,19 @@ internal sealed class BlockFile : IDisposable
         into.Span[total..BlockSize].Clear();
     }
 
+    /// <summary>Synchronous <see cref="ReadAsync"/>, for recovery at start-up.</summary>
+    public void Read(int index, Span<byte> into)
+    {
+        int total = 0;
+        while (total < BlockSize)
+        {
+            int n = RandomAccess.Read(_data, into[total..BlockSize], (long)index * BlockSize + total);
+            if (n == 0) break;
+            total += n;
+        }
+        into[total..BlockSize].Clear();
+    }
+
     /// <summary>Closes the log once the snapshot can no longer change (completed or error).</summary>
     public void Seal()
     {

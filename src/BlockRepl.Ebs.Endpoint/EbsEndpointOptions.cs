@@ -26,7 +26,7 @@ public sealed class EbsEndpointOptions
     /// <summary>Secret for <see cref="AccessKeyId"/>; null means the endpoint's own AWS_SECRET_ACCESS_KEY.</summary>
     public string? SecretAccessKey { get; init; }
 
-    /// <summary>When set, requests must carry this X-Amz-Security-Token (null: AWS_SESSION_TOKEN if set, else not checked).</summary>
+    /// <summary>When set, requests must carry this X-Amz-Security-Token (null: AWS_SESSION_TOKEN when the keys also come from the environment, else not checked).</summary>
     public string? SessionToken { get; init; }
 
     /// <summary>When set, the SigV4 credential scope must name this region; null accepts any region.</summary>
@@ -52,6 +52,12 @@ public sealed class EbsEndpointOptions
 
     /// <summary>Fault injection: fraction (0..1) of AWS requests answered 500 InternalServerException before doing anything.</summary>
     public double InternalErrorRate { get; init; }
+
+    /// <summary>Fault injection: fraction (0..1) of AWS requests that are read and then never answered (a hung response, ref §10.3): clients need read timeouts.</summary>
+    public double HangRate { get; init; }
+
+    /// <summary>Fault injection: fraction (0..1) of AWS requests whose connection is reset without an answer.</summary>
+    public double ResetRate { get; init; }
 
     /// <summary>Fault injection: for this long after StartSnapshot, every call naming the snapshot gets "does not exist" (404), as EBS does (ref §1.1-6).</summary>
     public TimeSpan NotFoundAfterStart { get; init; }
@@ -89,6 +95,8 @@ public sealed class EbsEndpointOptions
         if (PutRatePerSnapshot < 0 || GetRatePerSnapshot < 0) throw new ArgumentOutOfRangeException(nameof(PutRatePerSnapshot), "rates must not be negative");
         if (MaxPendingSnapshots < 1) throw new ArgumentOutOfRangeException(nameof(MaxPendingSnapshots), "must be at least 1");
         if (InternalErrorRate is < 0 or > 1 || double.IsNaN(InternalErrorRate)) throw new ArgumentOutOfRangeException(nameof(InternalErrorRate), "must be 0..1");
+        if (HangRate is < 0 or > 1 || double.IsNaN(HangRate)) throw new ArgumentOutOfRangeException(nameof(HangRate), "must be 0..1");
+        if (ResetRate is < 0 or > 1 || double.IsNaN(ResetRate)) throw new ArgumentOutOfRangeException(nameof(ResetRate), "must be 0..1");
         if (NotFoundAfterStart < TimeSpan.Zero) throw new ArgumentOutOfRangeException(nameof(NotFoundAfterStart), "must not be negative");
         if (PageScanBlocks < 1) throw new ArgumentOutOfRangeException(nameof(PageScanBlocks), "must be at least 1");
         if (BlockTokenLifetime <= TimeSpan.Zero || PageTokenLifetime <= TimeSpan.Zero) throw new ArgumentOutOfRangeException(nameof(BlockTokenLifetime), "token lifetimes must be positive");

@@ -31,6 +31,7 @@ public sealed partial class EbsEndpointServer : IAsyncDisposable
     private long _bytesWritten;
     private long _bytesRead;
     private readonly Random _faults;
+    private readonly CancellationTokenSource _stopping = new();
     private SnapshotStore? _store;
     private TokenCodec? _tokens;
     private SigV4Verifier? _verifier;
@@ -73,7 +74,8 @@ public sealed partial class EbsEndpointServer : IAsyncDisposable
             string? sk = _o.SecretAccessKey ?? Environment.GetEnvironmentVariable("AWS_SECRET_ACCESS_KEY");
             if (string.IsNullOrEmpty(ak) || string.IsNullOrEmpty(sk))
                 throw new InvalidOperationException("SigV4 verification is on but the endpoint has no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in its environment, or disable verification (--no-auth)");
-            string? token = _o.SessionToken ?? NullIfEmpty(Environment.GetEnvironmentVariable("AWS_SESSION_TOKEN"));
+            // The environment's session token belongs to the environment's keys; explicit keys come without one.
+            string? token = _o.SessionToken ?? (_o.AccessKeyId is null ? NullIfEmpty(Environment.GetEnvironmentVariable("AWS_SESSION_TOKEN")) : null);
             _verifier = new SigV4Verifier(ak, sk, token, _o.Region, _o.MaxClockSkew);
             AccessKeyId = ak;
         }
@@ -132,6 +134,7 @@ public sealed partial class EbsEndpointServer : IAsyncDisposable
         if (_app is { } app)
         {
             _app = null;
+            await _stopping.CancelAsync().ConfigureAwait(false); // releases hung (fault-injected) requests
             await app.StopAsync(cancellationToken).ConfigureAwait(false);
             await app.DisposeAsync().ConfigureAwait(false);
         }
@@ -171,6 +174,21 @@ public sealed partial class EbsEndpointServer : IAsyncDisposable
         long Read(Op op, Counter c) => Interlocked.Read(ref _counters[(int)op * (int)Counter.Count + (int)c]);
     }
 
+    private enum Fault { None, Internal, Reset, Hang }
+
+    /// <summary>One draw decides the injected fault, if any: 500, connection reset, or a request never answered.</summary>
+    private Fault NextFault()
+    {
+        if (_o.InternalErrorRate + _o.ResetRate + _o.HangRate <= 0) return Fault.None;
+        double r;
+        lock (_faults) r = _faults.NextDouble();
+        if (r < _o.InternalErrorRate) return Fault.Internal;
+        r -= _o.InternalErrorRate;
+        if (r < _o.ResetRate) return Fault.Reset;
+        r -= _o.ResetRate;
+        return r < _o.HangRate ? Fault.Hang : Fault.None;
+    }
+
     private void Count(Op op, Counter c) => Interlocked.Increment(ref _counters[(int)op * (int)Counter.Count + (int)c]);
 
     private static string? NullIfEmpty(string? s) => string.IsNullOrEmpty(s) ? null : s;
@@ -200,11 +218,26 @@ public sealed partial class EbsEndpointServer : IAsyncDisposable
             var digest = default(Sha256Digest);
             SHA256.HashData(body.AsSpan(0, length), digest);
             if (_verifier is not null) Authenticate(ctx, op, digest);
-            if (_o.InternalErrorRate > 0)
+            switch (NextFault())
             {
-                bool fail;
-                lock (_faults) fail = _faults.NextDouble() < _o.InternalErrorRate;
-                if (fail) throw EbsError.Internal("Injected fault (--fail-rate): the request was not processed; retry it.");
+                case Fault.Internal:
+                    throw EbsError.Internal("Injected fault (--fail-rate): the request was not processed; retry it.");
+                case Fault.Reset:
+                    Count(op, Counter.ServerErrors);
+                    ctx.Abort();
+                    return;
+                case Fault.Hang:
+                    Count(op, Counter.ServerErrors);
+                    try
+                    {
+                        using var both = CancellationTokenSource.CreateLinkedTokenSource(ctx.RequestAborted, _stopping.Token);
+                        await Task.Delay(Timeout.Infinite, both.Token).ConfigureAwait(false);
+                    }
+                    catch (OperationCanceledException)
+                    {
+                    }
+                    ctx.Abort();
+                    return;
             }
             switch (op)
             {
@@ -317,14 +350,14 @@ public sealed partial class EbsEndpointServer : IAsyncDisposable
             if (op != Op.PutSnapshotBlock) throw EbsError.BadSignature("X-Amz-Content-SHA256: UNSIGNED-PAYLOAD is accepted only on PutSnapshotBlock; sign the payload of other operations.");
             payloadHash = claimed;
         }
-        else payloadHash = claimed.ToLowerInvariant();
+        else payloadHash = claimed; // signed exactly as sent; compared with the body below, case-insensitively
 
         string rawTarget = ctx.Features.Get<IHttpRequestFeature>()?.RawTarget ?? (req.Path + req.QueryString);
         int q = rawTarget.IndexOf('?');
         string rawPath = q < 0 ? rawTarget : rawTarget[..q];
         string rawQuery = q < 0 ? "" : rawTarget[(q + 1)..];
         _verifier!.Verify(new SigV4Request(req.Method, rawPath, rawQuery, name => Header(req, name), payloadHash), DateTimeOffset.UtcNow);
-        if (payloadHash != SigV4Verifier.UnsignedPayload && payloadHash != bodyHex)
+        if (payloadHash != SigV4Verifier.UnsignedPayload && !string.Equals(payloadHash, bodyHex, StringComparison.OrdinalIgnoreCase))
             throw EbsError.BadSignature($"The X-Amz-Content-SHA256 header ({claimed}) does not match the SHA-256 of the body ({bodyHex}).");
     }
 

@@ -114,7 +114,7 @@ internal sealed partial class SnapshotStore : IDisposable
             Span<byte> h = stackalloc byte[32];
             foreach (var (index, digest) in s.Own.ToArray())
             {
-                s.Blocks.ReadAsync(index, buf, CancellationToken.None).AsTask().GetAwaiter().GetResult();
+                s.Blocks.Read(index, buf);
                 SHA256.HashData(buf.AsSpan(0, BlockFile.BlockSize), h);
                 if (!h.SequenceEqual(digest))
                 {

@@ -93,11 +93,16 @@ public class EndpointSemanticsTests
         });
         string id = await ep.StartSnapshotIdAsync();
         var data = TestEndpoint.VectorBlock(3);
+        var sw = System.Diagnostics.Stopwatch.StartNew();
         var results = await Task.WhenAll(Enumerable.Range(0, 20).Select(i => ep.PutBlockAsync(id, i, data)));
+        sw.Stop();
         var throttled = results.Where(r => r.ErrorType == "RequestThrottledException").ToList();
-        Assert.InRange(throttled.Count, 10, 15);
+        // A burst of 5, then 5 per second: what got through is bounded by the time the 20 requests took
+        // (generous on a loaded machine), and on any sane machine most of them were refused.
+        Assert.InRange(20 - throttled.Count, 1, 5 + (int)Math.Ceiling(sw.Elapsed.TotalSeconds * 5) + 1);
+        if (sw.Elapsed < TimeSpan.FromSeconds(2)) Assert.True(throttled.Count >= 5, $"{throttled.Count} throttled in {sw.Elapsed}");
         Assert.All(throttled, r => Assert.Equal(HttpStatusCode.BadRequest, r.Status));
-        Assert.Equal("RESOURCE_LEVEL_THROTTLE", throttled[0].Reason);
+        Assert.All(throttled, r => Assert.Equal("RESOURCE_LEVEL_THROTTLE", r.Reason));
         var stats = ep.Server.GetStats().Operations["PutSnapshotBlock"];
         Assert.Equal((20, throttled.Count, 20 - throttled.Count), (stats.Requests, stats.Throttled, stats.Succeeded));
         // The bucket refills: a second later a put succeeds again.
@@ -106,21 +111,38 @@ public class EndpointSemanticsTests
     }
 
     [Fact]
-    public async Task An_idle_snapshot_times_out_into_the_error_state()
+    public async Task Gets_over_the_per_snapshot_rate_are_throttled_too()
     {
-        // 1 "minute" = 100 ms, so Timeout 10 expires after 1 s without puts.
         await using var ep = await TestEndpoint.StartAsync(d => new EbsEndpointOptions
         {
-            DataDirectory = d, AccessKeyId = TestEndpoint.AccessKey, SecretAccessKey = TestEndpoint.SecretKey, MinuteLength = TimeSpan.FromMilliseconds(100),
+            DataDirectory = d, AccessKeyId = TestEndpoint.AccessKey, SecretAccessKey = TestEndpoint.SecretKey, GetRatePerSnapshot = 3, CompletionDelay = TimeSpan.Zero,
+        });
+        string id = await ep.StartSnapshotIdAsync();
+        await ep.PutOkAsync(id, 0, TestEndpoint.VectorBlock(0));
+        await ep.CompleteAndWaitAsync(id, 1);
+        var (blocks, _, _) = await ep.ListAllAsync(id);
+        var results = await Task.WhenAll(Enumerable.Range(0, 40).Select(_ => ep.GetBlockAsync(id, 0, blocks[0])));
+        Assert.Contains(results, r => r.Status == HttpStatusCode.OK);
+        Assert.Contains(results, r => r.ErrorType == "RequestThrottledException" && r.Status == HttpStatusCode.BadRequest);
+        Assert.Equal(results.Count(r => r.ErrorType == "RequestThrottledException"), ep.Server.GetStats().Operations["GetSnapshotBlock"].Throttled);
+    }
+
+    [Fact]
+    public async Task An_idle_snapshot_times_out_into_the_error_state()
+    {
+        // 1 "minute" = 200 ms, so Timeout 10 expires after 2 s without puts.
+        await using var ep = await TestEndpoint.StartAsync(d => new EbsEndpointOptions
+        {
+            DataDirectory = d, AccessKeyId = TestEndpoint.AccessKey, SecretAccessKey = TestEndpoint.SecretKey, MinuteLength = TimeSpan.FromMilliseconds(200),
         });
         string id = await ep.StartSnapshotIdAsync(extra: "\"Timeout\":10");
         for (int i = 0; i < 4; i++)
         {
-            await Task.Delay(400); // puts keep it alive past the 1 s timeout
+            await Task.Delay(700); // puts keep it alive past the 2 s timeout
             await ep.PutOkAsync(id, i, TestEndpoint.VectorBlock(i));
         }
         Assert.Equal("pending", await ep.DescribeStatusAsync(id));
-        await ep.WaitStatusAsync(id, "error", seconds: 5);
+        await ep.WaitStatusAsync(id, "error", seconds: 15);
         var put = await ep.PutBlockAsync(id, 9, TestEndpoint.VectorBlock(9));
         Assert.Equal(("ValidationException", "WRITE_REQUEST_TIMEOUT"), (put.ErrorType, put.Reason));
         var complete = await ep.CompleteAsync(id, 4);
@@ -233,6 +255,26 @@ public class EndpointSemanticsTests
     }
 
     [Fact]
+    public async Task A_pending_block_whose_data_no_longer_matches_its_digest_is_forgotten_on_restart()
+    {
+        await using var ep = await TestEndpoint.StartAsync();
+        string id = await ep.StartSnapshotIdAsync();
+        await ep.PutOkAsync(id, 0, TestEndpoint.VectorBlock(0));
+        await ep.PutOkAsync(id, 1, TestEndpoint.VectorBlock(1));
+        await ep.Server.StopAsync();
+        // What a crash in the middle of an un-acknowledged overwrite of block 1 leaves behind.
+        await using (var f = new FileStream(Path.Combine(ep.Dir.Path, "snapshots", id, "blocks.dat"), FileMode.Open))
+        {
+            f.Position = Block + 4096;
+            f.Write(new byte[4096]);
+        }
+        await ep.RestartAsync();
+        Assert.Equal(HttpStatusCode.BadRequest, (await ep.CompleteAsync(id, 2)).Status);
+        await ep.PutOkAsync(id, 1, TestEndpoint.VectorBlock(1));
+        await ep.CompleteAndWaitAsync(id, 2, TestEndpoint.Linear([TestEndpoint.VectorBlock(0), TestEndpoint.VectorBlock(1)]));
+    }
+
+    [Fact]
     public async Task A_second_endpoint_on_the_same_data_directory_is_refused()
     {
         await using var ep = await TestEndpoint.StartAsync();
@@ -261,14 +303,14 @@ public class EndpointSemanticsTests
     {
         await using (var ep = await TestEndpoint.StartAsync(d => new EbsEndpointOptions
         {
-            DataDirectory = d, AccessKeyId = TestEndpoint.AccessKey, SecretAccessKey = TestEndpoint.SecretKey, NotFoundAfterStart = TimeSpan.FromSeconds(1),
+            DataDirectory = d, AccessKeyId = TestEndpoint.AccessKey, SecretAccessKey = TestEndpoint.SecretKey, NotFoundAfterStart = TimeSpan.FromSeconds(3),
         }))
         {
             string id = await ep.StartSnapshotIdAsync();
             var early = await ep.PutBlockAsync(id, 0, TestEndpoint.VectorBlock(0));
             Assert.Equal((HttpStatusCode.NotFound, "ResourceNotFoundException"), (early.Status, early.ErrorType));
             Assert.Contains("does not exist", early.Json.GetProperty("Message").GetString(), StringComparison.Ordinal);
-            await Task.Delay(1100);
+            await Task.Delay(3100);
             await ep.PutOkAsync(id, 0, TestEndpoint.VectorBlock(0));
         }
         await using (var ep = await TestEndpoint.StartAsync(d => new EbsEndpointOptions
@@ -282,6 +324,32 @@ public class EndpointSemanticsTests
             Assert.InRange(failed, 8, 32);
             Assert.All(results.Where(r => r.Status == HttpStatusCode.InternalServerError), r => Assert.Equal("InternalServerException", r.ErrorType));
             Assert.Equal(failed, ep.Server.GetStats().Operations["StartSnapshot"].ServerErrors);
+        }
+    }
+
+    [Fact]
+    public async Task Injected_resets_and_hangs_reach_the_client_as_transport_failures()
+    {
+        await using (var ep = await TestEndpoint.StartAsync(d => new EbsEndpointOptions
+        {
+            DataDirectory = d, AccessKeyId = TestEndpoint.AccessKey, SecretAccessKey = TestEndpoint.SecretKey, ResetRate = 1,
+        }))
+        {
+            await Assert.ThrowsAsync<HttpRequestException>(() => ep.StartSnapshotAsync("""{"VolumeSize":1}"""));
+            Assert.Equal(1, ep.Server.GetStats().Operations["StartSnapshot"].ServerErrors);
+        }
+        await using (var ep = await TestEndpoint.StartAsync(d => new EbsEndpointOptions
+        {
+            DataDirectory = d, AccessKeyId = TestEndpoint.AccessKey, SecretAccessKey = TestEndpoint.SecretKey, HangRate = 1,
+        }))
+        {
+            var hung = ep.StartSnapshotAsync("""{"VolumeSize":1}""");
+            await Assert.ThrowsAsync<TimeoutException>(() => hung.WaitAsync(TimeSpan.FromSeconds(1)));
+            // Stopping releases requests that would otherwise hang forever.
+            var sw = System.Diagnostics.Stopwatch.StartNew();
+            await ep.Server.StopAsync();
+            Assert.True(sw.Elapsed < TimeSpan.FromSeconds(4), $"stop took {sw.Elapsed}");
+            await Assert.ThrowsAnyAsync<Exception>(() => hung);
         }
     }
 

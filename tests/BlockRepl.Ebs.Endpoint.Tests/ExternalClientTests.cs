@@ -248,5 +248,70 @@ public class EbsEndpointCommandTests
         Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
     }
 
+    [Fact]
+    public async Task Acknowledged_blocks_survive_kill_9()
+    {
+        using var dir = new TempDir("ebs-cli");
+        using var http = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = 32 });
+        async Task<HttpResponseMessage> Send(Uri baseUri, HttpMethod method, string path, byte[]? body = null, Dictionary<string, string>? headers = null)
+        {
+            var req = new HttpRequestMessage(method, new Uri(baseUri, path));
+            if (body is not null) req.Content = new ByteArrayContent(body);
+            foreach (var (k, v) in headers ?? []) req.Headers.TryAddWithoutValidation(k, v);
+            TestSigner.Sign(req, TestSigner.PayloadHash(body ?? []), TestEndpoint.AccessKey, TestEndpoint.SecretKey);
+            return await http.SendAsync(req);
+        }
+
+        string id;
+        var acked = new System.Collections.Concurrent.ConcurrentBag<int>();
+        using (var p = Start(["--data", dir.Path]))
+        {
+            try
+            {
+                var uri = await ReadyAsync(p);
+                var start = await Send(uri, HttpMethod.Post, "/snapshots", System.Text.Encoding.UTF8.GetBytes("""{"VolumeSize":1}"""));
+                id = JsonDocument.Parse(await start.Content.ReadAsStringAsync()).RootElement.GetProperty("SnapshotId").GetString()!;
+                using var cts = new CancellationTokenSource();
+                var writers = Enumerable.Range(0, 16).Select(w => Task.Run(async () =>
+                {
+                    for (int i = w; !cts.IsCancellationRequested && i < 2048; i += 16)
+                    {
+                        var data = TestEndpoint.VectorBlock(i);
+                        try
+                        {
+                            var r = await Send(uri, HttpMethod.Put, $"/snapshots/{id}/blocks/{i}", data, new()
+                            {
+                                ["x-amz-Data-Length"] = "524288", ["x-amz-Checksum"] = TestEndpoint.Checksum(data), ["x-amz-Checksum-Algorithm"] = "SHA256",
+                            });
+                            if (r.StatusCode == System.Net.HttpStatusCode.Created) acked.Add(i);
+                        }
+                        catch (HttpRequestException)
+                        {
+                            return; // the endpoint died under us
+                        }
+                    }
+                })).ToArray();
+                while (acked.Count < 40) await Task.Delay(10);
+                p.Kill(); // SIGKILL
+                await p.WaitForExitAsync();
+                await cts.CancelAsync();
+                await Task.WhenAll(writers);
+            }
+            finally
+            {
+                if (!p.HasExited) p.Kill(entireProcessTree: true);
+            }
+        }
+
+        await using var ep = await TestEndpoint.StartAsync(dir: dir);
+        var described = await ep.SendAsync(HttpMethod.Get, $"_blockrepl/snapshots/{id}", sign: false);
+        int written = described.Json.GetProperty("BlocksWritten").GetInt32();
+        Assert.True(written >= acked.Count, $"{acked.Count} puts were acknowledged but only {written} blocks survived");
+        await ep.CompleteAndWaitAsync(id, written);
+        var (blocks, _, _) = await ep.ListAllAsync(id, maxResults: 10000);
+        Assert.All(acked, i => Assert.True(blocks.ContainsKey(i), $"acknowledged block {i} is missing"));
+        foreach (int i in acked.Take(10)) Assert.Equal(TestEndpoint.VectorBlock(i), (await ep.GetBlockAsync(id, i, blocks[i])).Body);
+    }
+
     private static int Kill(int pid, int signal) => Processes.Run("kill", $"-{signal} {pid}", check: false).ExitCode;
 }
