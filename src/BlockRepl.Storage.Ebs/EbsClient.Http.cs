@@ -93,7 +93,11 @@ public sealed partial class EbsClient
         for (int attempt = 1; ; attempt++)
         {
             EbsException failure;
-            if (call.Limited) await _limiter.AcquireAsync(ct).ConfigureAwait(false);
+            if (call.Limited)
+            {
+                await _pacer.WaitAsync(ct).ConfigureAwait(false);
+                await _limiter.AcquireAsync(ct).ConfigureAwait(false);
+            }
             var outcome = LimiterOutcome.Other;
             try
             {
@@ -109,15 +113,22 @@ public sealed partial class EbsClient
             }
             finally
             {
-                if (call.Limited) _limiter.Release(outcome);
+                if (call.Limited)
+                {
+                    _limiter.Release(outcome);
+                    _pacer.OnOutcome(outcome);
+                    Stats.RateLimit = _pacer.Rate;
+                }
             }
 
             if (outcome == LimiterOutcome.Throttled) Interlocked.Increment(ref Stats.Throttled);
             bool graceRetry = failure.IsNotFound && call.NotFoundGrace && WithinNotFoundGrace(call.SnapshotId);
-            // "Does not exist yet" right after StartSnapshot is bounded by NotFoundGrace, not by MaxAttempts.
-            if (!graceRetry) counted++;
+            // "Does not exist yet" right after StartSnapshot is bounded by NotFoundGrace, not by MaxAttempts; throttling
+            // (AWS: "always retry") by ThrottleBudget, while the pacer brings the rate down.
             var elapsed = _time.GetElapsedTime(started);
-            if (!graceRetry && (!EbsErrors.IsRetryable(failure) || counted >= _options.MaxAttempts))
+            bool throttleRetry = outcome == LimiterOutcome.Throttled && elapsed < _options.ThrottleBudget;
+            if (!graceRetry && !throttleRetry) counted++;
+            if (!graceRetry && !throttleRetry && (!EbsErrors.IsRetryable(failure) || counted >= _options.MaxAttempts))
                 throw GaveUp(failure, attempt, elapsed);
 
             var delay = Backoff(attempt, _options.MaxBackoff);

@@ -28,6 +28,7 @@ public sealed partial class EbsClient : IEbsClient
     private readonly TimeProvider _time;
     private readonly ILogger? _log;
     private readonly AdaptiveConcurrencyLimiter _limiter;
+    private readonly AdaptiveRatePacer _pacer;
     private readonly ConcurrentDictionary<string, long> _startedAt = new(StringComparer.Ordinal);
     private readonly SemaphoreSlim _credentialsLock = new(1, 1);
     private AWSCredentials? _credentials;
@@ -60,6 +61,7 @@ public sealed partial class EbsClient : IEbsClient
         _region = RegionEndpoint.GetBySystemName(options.Region);
         Endpoint = ResolveEndpoint(options, env);
         _baseUrl = Endpoint.GetLeftPart(UriPartial.Path).TrimEnd('/');
+        _pacer = new AdaptiveRatePacer(_time);
         _limiter = new AdaptiveConcurrencyLimiter(InitialConcurrency, options.MaxConcurrency, time: _time,
             onLimitChanged: limit => Volatile.Write(ref Stats.CurrentConcurrency, limit));
         _http = new HttpClient(handler ?? CreateHandler(options), disposeHandler: true) { Timeout = Timeout.InfiniteTimeSpan };

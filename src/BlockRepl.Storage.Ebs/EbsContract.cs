@@ -22,6 +22,8 @@ public sealed class EbsClientOptions
     public int MaxAttempts { get; init; } = 8;
     /// <summary>How long "snapshot does not exist" right after StartSnapshot is retried.</summary>
     public TimeSpan NotFoundGrace { get; init; } = TimeSpan.FromMinutes(2);
+    /// <summary>How long one call keeps retrying throttling answers (which do not count against <see cref="MaxAttempts"/>).</summary>
+    public TimeSpan ThrottleBudget { get; init; } = TimeSpan.FromMinutes(5);
     /// <summary>Upper bound for one backoff sleep.</summary>
     public TimeSpan MaxBackoff { get; init; } = TimeSpan.FromSeconds(10);
 }
@@ -79,6 +81,8 @@ public sealed class EbsClientStats
     public long Throttled;
     /// <summary>The adaptive limiter's current concurrency for block transfers.</summary>
     public int CurrentConcurrency;
+    /// <summary>The client-side paced rate for block transfers after throttling, requests/s (0 = unpaced).</summary>
+    public double RateLimit;
 }
 
 /// <summary>The operations BlockRepl uses. Thread-safe; one instance per endpoint.</summary>
