@@ -260,7 +260,7 @@ public sealed partial class EbsEndpointServer
     /// <summary>Answers one block as a volume created from <paramref name="s"/> would read it (data, zeros, or noise when encrypted).</summary>
     private async Task WriteBlockAsync(HttpContext ctx, SnapshotStore store, Snapshot s, int index)
     {
-        byte[] buf = ArrayPool<byte>.Shared.Rent(BlockSize);
+        byte[] buf = BodyPool.Shared.Rent(BlockSize);
         try
         {
             var source = s.Effective().SourceOf(index);
@@ -287,7 +287,7 @@ public sealed partial class EbsEndpointServer
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(buf);
+            BodyPool.Shared.Return(buf);
         }
     }
 

@@ -273,7 +273,7 @@ public sealed partial class EbsEndpointServer : IAsyncDisposable
         }
         finally
         {
-            if (body is not null && body.Length > 0) ArrayPool<byte>.Shared.Return(body);
+            if (body is not null && body.Length > 0) BodyPool.Shared.Return(body);
         }
     }
 
@@ -309,7 +309,7 @@ public sealed partial class EbsEndpointServer : IAsyncDisposable
                 ? EbsError.Validation($"Failed to read block data: the body is {req.ContentLength} bytes; a block is exactly {BlockSize}.")
                 : EbsError.Validation($"The request body is {req.ContentLength} bytes; at most {max} are accepted.");
         }
-        byte[] buf = ArrayPool<byte>.Shared.Rent(max);
+        byte[] buf = BodyPool.Shared.Rent(max);
         try
         {
             int total = 0;
@@ -319,7 +319,7 @@ public sealed partial class EbsEndpointServer : IAsyncDisposable
                 if (n == 0) return (buf, total);
                 total += n;
             }
-            byte[] probe = ArrayPool<byte>.Shared.Rent(1);
+            byte[] probe = BodyPool.Shared.Rent(1);
             try
             {
                 if (await req.Body.ReadAsync(probe.AsMemory(0, 1)).ConfigureAwait(false) != 0)
@@ -327,13 +327,13 @@ public sealed partial class EbsEndpointServer : IAsyncDisposable
             }
             finally
             {
-                ArrayPool<byte>.Shared.Return(probe);
+                BodyPool.Shared.Return(probe);
             }
             return (buf, total);
         }
         catch
         {
-            ArrayPool<byte>.Shared.Return(buf);
+            BodyPool.Shared.Return(buf);
             throw;
         }
     }

@@ -108,7 +108,7 @@ internal sealed partial class SnapshotStore : IDisposable
     /// </summary>
     private void DropTornBlocks(Snapshot s)
     {
-        byte[] buf = ArrayPool<byte>.Shared.Rent(BlockFile.BlockSize);
+        byte[] buf = BodyPool.Shared.Rent(BlockFile.BlockSize);
         try
         {
             Span<byte> h = stackalloc byte[32];
@@ -125,7 +125,7 @@ internal sealed partial class SnapshotStore : IDisposable
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(buf);
+            BodyPool.Shared.Return(buf);
         }
     }
 
