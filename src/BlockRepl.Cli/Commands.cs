@@ -27,14 +27,14 @@ internal static class Commands
     }
 
     /// <summary>Writes one indented JSON document to stdout, then a newline.</summary>
-    private static void WriteJson(Action<Utf8JsonWriter> write)
+    internal static void WriteJson(Action<Utf8JsonWriter> write)
     {
         using (var w = new Utf8JsonWriter(Console.OpenStandardOutput(), new JsonWriterOptions { Indented = true }))
             write(w);
         Console.WriteLine();
     }
 
-    private static int Workers(Args a)
+    internal static int Workers(Args a)
     {
         var w = a.Value("--workers");
         if (w is null) return Environment.ProcessorCount;

@@ -148,23 +148,23 @@ internal static partial class EbsCommands
             var chain = chains.FirstOrDefault(c => c.History.Any(h => h.Id == id));
             if (chain is not null && chain.History.Last().Id == id) size = chain.LastVolumeBytes;
         }
-        var job = new EbsRestoreJob(client, Serilog.Log.Logger, Math.Max(4, a.Value("--workers") is null ? 16 : int.Parse(a.Value("--workers")!)));
+        var job = new EbsRestoreJob(client, Serilog.Log.Logger, a.Value("--workers") is null ? 16 : Commands.Workers(a));
         var r = await withProgress(job.Progress, () => job.RunAsync(id, target, size, ct)).ConfigureAwait(false);
         if (a.Flag("--json"))
         {
-            using var w = new Utf8JsonWriter(Console.OpenStandardOutput(), new JsonWriterOptions { Indented = true });
-            w.WriteStartObject();
-            w.WriteString("snapshotId", r.SnapshotId);
-            w.WriteString("target", r.Target);
-            w.WriteNumber("size", r.Size);
-            w.WriteNumber("blocks", r.Blocks);
-            w.WriteNumber("writtenBytes", r.WrittenBytes);
-            w.WriteNumber("unchangedBytes", r.UnchangedBytes);
-            w.WriteBoolean("inPlace", r.InPlace);
-            w.WriteNumber("seconds", r.Seconds);
-            w.WriteEndObject();
-            w.Flush();
-            Console.WriteLine();
+            Commands.WriteJson(w =>
+            {
+                w.WriteStartObject();
+                w.WriteString("snapshotId", r.SnapshotId);
+                w.WriteString("target", r.Target);
+                w.WriteNumber("size", r.Size);
+                w.WriteNumber("blocks", r.Blocks);
+                w.WriteNumber("writtenBytes", r.WrittenBytes);
+                w.WriteNumber("unchangedBytes", r.UnchangedBytes);
+                w.WriteBoolean("inPlace", r.InPlace);
+                w.WriteNumber("seconds", r.Seconds);
+                w.WriteEndObject();
+            });
         }
         else
         {
@@ -195,21 +195,21 @@ internal static partial class EbsCommands
         var r = await withProgress(job.Progress, () => job.RunAsync(id, options, ct), a).ConfigureAwait(false);
         if (a.Flag("--json"))
         {
-            using var w = new Utf8JsonWriter(Console.OpenStandardOutput(), new JsonWriterOptions { Indented = true });
-            w.WriteStartObject();
-            w.WriteString("sourceSnapshotId", r.SourceSnapshotId);
-            w.WriteString("snapshotId", r.SnapshotId);
-            if (r.ParentSnapshotId is null) w.WriteNull("parentSnapshotId"); else w.WriteString("parentSnapshotId", r.ParentSnapshotId);
-            if (r.SourceParentSnapshotId is null) w.WriteNull("baseSourceSnapshotId"); else w.WriteString("baseSourceSnapshotId", r.SourceParentSnapshotId);
-            w.WriteString("mode", r.Mode);
-            w.WriteNumber("blocksCopied", r.BlocksCopied);
-            w.WriteNumber("zeroBlocks", r.ZeroBlocks);
-            w.WriteNumber("volumeSizeGiB", r.VolumeSizeGiB);
-            w.WriteString("status", r.Status);
-            w.WriteNumber("seconds", r.Seconds);
-            w.WriteEndObject();
-            w.Flush();
-            Console.WriteLine();
+            Commands.WriteJson(w =>
+            {
+                w.WriteStartObject();
+                w.WriteString("sourceSnapshotId", r.SourceSnapshotId);
+                w.WriteString("snapshotId", r.SnapshotId);
+                if (r.ParentSnapshotId is null) w.WriteNull("parentSnapshotId"); else w.WriteString("parentSnapshotId", r.ParentSnapshotId);
+                if (r.SourceParentSnapshotId is null) w.WriteNull("baseSourceSnapshotId"); else w.WriteString("baseSourceSnapshotId", r.SourceParentSnapshotId);
+                w.WriteString("mode", r.Mode);
+                w.WriteNumber("blocksCopied", r.BlocksCopied);
+                w.WriteNumber("zeroBlocks", r.ZeroBlocks);
+                w.WriteNumber("volumeSizeGiB", r.VolumeSizeGiB);
+                w.WriteString("status", r.Status);
+                w.WriteNumber("seconds", r.Seconds);
+                w.WriteEndObject();
+            });
         }
         else if (r.Mode == "ALREADY_COPIED")
             Console.WriteLine($"{r.SourceSnapshotId} was already copied to {r.SnapshotId}");
@@ -225,25 +225,25 @@ internal static partial class EbsCommands
         var chains = EbsChainState.All(stateDir).Where(c => c.State.Region == region).Select(c => c.State).ToList();
         if (a.Flag("--json"))
         {
-            using var w = new Utf8JsonWriter(Console.OpenStandardOutput(), new JsonWriterOptions { Indented = true });
-            w.WriteStartArray();
-            foreach (var c in chains)
-                foreach (var h in c.History)
-                {
-                    w.WriteStartObject();
-                    w.WriteString("id", h.Id);
-                    w.WriteString("time", h.Time);
-                    w.WriteString("source", c.Source);
-                    w.WriteString("endpoint", c.Endpoint);
-                    w.WriteString("mode", h.Mode);
-                    if (h.Parent is null) w.WriteNull("parent"); else w.WriteString("parent", h.Parent);
-                    w.WriteNumber("changedBlocks", h.ChangedBlocks);
-                    w.WriteNumber("volumeSizeGiB", h.VolumeSizeGiB);
-                    w.WriteEndObject();
-                }
-            w.WriteEndArray();
-            w.Flush();
-            Console.WriteLine();
+            Commands.WriteJson(w =>
+            {
+                w.WriteStartArray();
+                foreach (var c in chains)
+                    foreach (var h in c.History)
+                    {
+                        w.WriteStartObject();
+                        w.WriteString("id", h.Id);
+                        w.WriteString("time", h.Time);
+                        w.WriteString("source", c.Source);
+                        w.WriteString("endpoint", c.Endpoint);
+                        w.WriteString("mode", h.Mode);
+                        if (h.Parent is null) w.WriteNull("parent"); else w.WriteString("parent", h.Parent);
+                        w.WriteNumber("changedBlocks", h.ChangedBlocks);
+                        w.WriteNumber("volumeSizeGiB", h.VolumeSizeGiB);
+                        w.WriteEndObject();
+                    }
+                w.WriteEndArray();
+            });
             return ExitCodes.Ok;
         }
         if (chains.Count == 0) { Console.WriteLine($"no EBS chains in {region} recorded in {stateDir}"); return ExitCodes.Ok; }
