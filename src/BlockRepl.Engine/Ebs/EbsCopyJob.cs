@@ -95,8 +95,12 @@ public sealed class EbsCopyJob(IEbsClient from, IEbsClient to, string stateDir, 
         int copied = 0, zeros = 0;
         if (status == "pending")
         {
-            // Written blocks and their digests, for ChangedBlocksCount and LINEAR (sorted by index at the end).
-            var digests = new SortedDictionary<int, byte[]>();
+            // Written blocks (a bitmap) and their digests (a temporary file at index × 32), for ChangedBlocksCount and
+            // LINEAR: memory stays bounded whatever the volume size.
+            long blockCount = gib * EbsLimits.BlocksPerGiB;
+            var written = new ulong[(blockCount + 63) / 64];
+            using var digests = File.OpenHandle(Path.Combine(stateDir, $"ebscopy-{dest}.digests"), FileMode.Create, FileAccess.ReadWrite,
+                FileShare.None, FileOptions.DeleteOnClose);
             var channel = Channel.CreateBounded<(int Index, string? Token)>(new BoundedChannelOptions(Math.Max(64, workers * 4)) { SingleWriter = true });
             using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
             Progress.Phase = "copying blocks";
@@ -117,7 +121,10 @@ public sealed class EbsCopyJob(IEbsClient from, IEbsClient to, string stateDir, 
                             buf.AsSpan(n, BlockSize - n).Clear();
                             SHA256.HashData(buf.AsSpan(0, BlockSize), sha);
                             await to.PutSnapshotBlockAsync(dest, index, buf.AsMemory(0, BlockSize), sha, null, cts.Token).ConfigureAwait(false);
-                            lock (digests) digests[index] = (byte[])sha.Clone();
+                            if (index < 0 || index >= blockCount)
+                                throw new Core.CorruptDataException($"EBS snapshot {snapshotId}", $"lists block {index} outside its {gib} GiB volume");
+                            RandomAccess.Write(digests, sha, index * 32L);
+                            Interlocked.Or(ref written[index >> 6], 1UL << (index & 63));
                             if (blockToken is null) Interlocked.Increment(ref zeros);
                             Interlocked.Increment(ref copied);
                             Progress.AddStored(BlockSize);
@@ -162,9 +169,17 @@ public sealed class EbsCopyJob(IEbsClient from, IEbsClient to, string stateDir, 
             ct.ThrowIfCancellationRequested();
 
             using var linear = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-            foreach (var d in digests.Values) linear.AppendData(d);
+            int count = 0;
+            var digest = new byte[32];
+            for (long i = 0; i < blockCount; i++)
+            {
+                if ((written[i >> 6] & (1UL << (int)(i & 63))) == 0) continue;
+                RandomAccess.Read(digests, digest, i * 32);
+                linear.AppendData(digest);
+                count++;
+            }
             Progress.Phase = "completing";
-            status = await to.CompleteSnapshotAsync(dest, digests.Count, linear.GetHashAndReset(), ct).ConfigureAwait(false);
+            status = await to.CompleteSnapshotAsync(dest, count, linear.GetHashAndReset(), ct).ConfigureAwait(false);
         }
         if (options.Wait && status != "completed")
         {
