@@ -13,12 +13,13 @@ namespace BlockRepl.Cli;
 internal static class EbsEndpointCommand
 {
     public const string UsageLine =
-        "blockrepl ebs-endpoint --data DIR [--listen 127.0.0.1:PORT] [--no-auth] [--region R] [--minute 60s] [--completion-delay 500ms] [--put-rate N] [--get-rate N] [--max-pending N] [--fail-rate F] [--reset-rate F] [--hang-rate F] [--not-found-after-start 3s] [--page-scan-blocks N] [--no-fsync]";
+        "blockrepl ebs-endpoint --data DIR [--listen 127.0.0.1:PORT] [--no-auth] [--region R] [--minute 60s] [--completion-delay 500ms] [--put-rate N] [--get-rate N] [--max-pending N] [--fail-rate F] [--reset-rate F] [--hang-rate F] [--not-found-after-start 3s] [--page-scan-blocks N] [--no-fsync] [--tls-cert-out FILE]";
 
     private static readonly HashSet<string> ValueOptions =
     [
         "--listen", "--data", "--region", "--minute", "--completion-delay", "--put-rate", "--get-rate", "--max-pending",
         "--fail-rate", "--reset-rate", "--hang-rate", "--not-found-after-start", "--page-scan-blocks", "--block-token-ttl", "--page-token-ttl",
+        "--tls-cert-out",
     ];
 
     private static readonly HashSet<string> Flags = ["--no-auth", "--no-fsync", "--verbose"];
@@ -66,6 +67,15 @@ internal static class EbsEndpointCommand
         if (a.Positionals.Count > 0) throw new UsageException($"ebs-endpoint takes no arguments (got '{a.Positionals[0]}'); usage: {UsageLine}");
         var (address, port) = ParseListen(a.Value("--listen") ?? "127.0.0.1:0");
         var d = new EbsEndpointOptions { DataDirectory = "." };
+        // --tls-cert-out FILE: serve HTTPS with a fresh self-signed certificate whose PEM goes to FILE (a client CA bundle).
+        System.Security.Cryptography.X509Certificates.X509Certificate2? cert = null;
+        if (a.Value("--tls-cert-out") is { } pemPath)
+        {
+            cert = EbsEndpointTls.CreateSelfSigned();
+            try { File.WriteAllText(pemPath, EbsEndpointTls.ExportPem(cert)); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            { throw new UsageException($"--tls-cert-out {pemPath}: {e.Message}"); }
+        }
         return new EbsEndpointOptions
         {
             ListenAddress = address,
@@ -86,6 +96,7 @@ internal static class EbsEndpointCommand
             BlockTokenLifetime = Duration(a, "--block-token-ttl", d.BlockTokenLifetime, allowZero: false),
             PageTokenLifetime = Duration(a, "--page-token-ttl", d.PageTokenLifetime, allowZero: false),
             Durable = !a.Flag("--no-fsync"),
+            Certificate = cert,
             Log = m => Log.Information("{Event}", m),
         };
     }

@@ -14,6 +14,12 @@ public sealed class EbsEndpointOptions
     /// <summary>TCP port; 0 picks a free one (read it from the Uri <see cref="EbsEndpointServer.StartAsync"/> returns).</summary>
     public int Port { get; init; }
 
+    /// <summary>
+    /// Serve HTTPS with this certificate (with its private key) instead of plain HTTP, so clients sign PutSnapshotBlock
+    /// with UNSIGNED-PAYLOAD as they do against AWS. See <see cref="EbsEndpointTls.CreateSelfSigned"/>.
+    /// </summary>
+    public System.Security.Cryptography.X509Certificates.X509Certificate2? Certificate { get; init; }
+
     /// <summary>Directory holding snapshots (created if missing). Layout: docs/ebs-endpoint.md.</summary>
     public required string DataDirectory { get; init; }
 

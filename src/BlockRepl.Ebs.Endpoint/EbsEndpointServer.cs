@@ -101,7 +101,10 @@ public sealed partial class EbsEndpointServer : IAsyncDisposable
             {
                 k.AddServerHeader = false;
                 k.Limits.MaxRequestBodySize = 2 * BlockSize;
-                k.Listen(_o.ListenAddress, _o.Port);
+                k.Listen(_o.ListenAddress, _o.Port, listen =>
+                {
+                    if (_o.Certificate is { } cert) listen.UseHttps(cert);
+                });
             });
             var app = builder.Build();
             ((IApplicationBuilder)app).Run(HandleAsync);

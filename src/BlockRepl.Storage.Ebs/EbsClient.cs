@@ -77,7 +77,29 @@ public sealed partial class EbsClient : IEbsClient
     /// <summary>The limiter (tests and diagnostics).</summary>
     internal AdaptiveConcurrencyLimiter Limiter => _limiter;
 
-    private static SocketsHttpHandler CreateHandler(EbsClientOptions options) => new()
+    private static SocketsHttpHandler CreateHandler(EbsClientOptions options)
+    {
+        var handler = NewHandler(options);
+        // AWS_CA_BUNDLE (or the option), as the AWS CLI: extra trusted roots, e.g. a proxy's or a local endpoint's.
+        string? bundle = options.CaBundle ?? Environment.GetEnvironmentVariable("AWS_CA_BUNDLE");
+        if (!string.IsNullOrEmpty(bundle))
+        {
+            var roots = new System.Security.Cryptography.X509Certificates.X509Certificate2Collection();
+            try { roots.ImportFromPemFile(bundle); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Security.Cryptography.CryptographicException)
+            { throw new EbsException($"EBS: cannot read the CA bundle '{bundle}': {e.Message}", EbsErrorTypes.Credentials, null, 0, e); }
+            if (roots.Count == 0) throw new EbsException($"EBS: the CA bundle '{bundle}' holds no PEM certificate", EbsErrorTypes.Credentials, null, 0);
+            handler.SslOptions.CertificateChainPolicy = new System.Security.Cryptography.X509Certificates.X509ChainPolicy
+            {
+                TrustMode = System.Security.Cryptography.X509Certificates.X509ChainTrustMode.CustomRootTrust,
+                RevocationMode = System.Security.Cryptography.X509Certificates.X509RevocationMode.NoCheck,
+            };
+            handler.SslOptions.CertificateChainPolicy.CustomTrustStore.AddRange(roots);
+        }
+        return handler;
+    }
+
+    private static SocketsHttpHandler NewHandler(EbsClientOptions options) => new()
     {
         // Block calls are gated by the limiter; the spare connections serve List/Complete beside them.
         MaxConnectionsPerServer = options.MaxConcurrency + 8,

@@ -13,6 +13,8 @@ public sealed class EbsClientOptions
     public string? Profile { get; init; }
     /// <summary>Explicit credentials (tests); null means the AWS CLI's chain (env, shared files, SSO, instance role).</summary>
     public Amazon.Runtime.AWSCredentials? Credentials { get; init; }
+    /// <summary>PEM file of extra trusted root certificates; null means AWS_CA_BUNDLE, else the system store only.</summary>
+    public string? CaBundle { get; init; }
     /// <summary>Upper bound on concurrent PutSnapshotBlock/GetSnapshotBlock calls (the adaptive limiter never goes above it).</summary>
     public int MaxConcurrency { get; init; } = 64;
     public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(5);

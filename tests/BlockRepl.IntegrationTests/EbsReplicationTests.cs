@@ -430,4 +430,33 @@ public sealed class EbsReplicationTests : IAsyncLifetime
         // After the failures a normal first run still works.
         Assert.Equal("FULL", Backup(img).Str("mode"));
     }
+
+    [Fact]
+    public async Task Over_https_blocks_are_sent_with_UNSIGNED_PAYLOAD_and_the_CA_bundle_is_honoured()
+    {
+        using var cert = EbsEndpointTls.CreateSelfSigned();
+        string pem = _dir.File("ca.pem");
+        File.WriteAllText(pem, EbsEndpointTls.ExportPem(cert));
+        await using var tls = await EbsEndpoint.StartAsync(d => new EbsEndpointOptions
+        {
+            DataDirectory = d, AccessKeyId = EbsEndpoint.AccessKey, SecretAccessKey = EbsEndpoint.SecretKey,
+            CompletionDelay = TimeSpan.FromMilliseconds(100), Durable = false, Certificate = cert,
+        });
+        Assert.Equal("https", tls.Url.Scheme);
+        string img = _dir.File("disk.img");
+        long size = 12L * Block;
+        DiskImages.Mixed(img, size, seed: 8);
+        var env = tls.ClientEnv(StateDir);
+        // Without the bundle the self-signed certificate is refused: one clear line, exit 8.
+        var refused = CliRunner.Run(["backup", img, "--repo", "ebs://us-east-1", "--ebs-endpoint-url", tls.Url.ToString(), "--no-progress"], env, TimeSpan.FromMinutes(3));
+        Cli.AssertOneLineError(refused, 8);
+        env["AWS_CA_BUNDLE"] = pem;
+        var r = CliRunner.Run(["backup", img, "--repo", "ebs://us-east-1", "--ebs-endpoint-url", tls.Url.ToString(), "--no-progress", "--json"], env, TimeSpan.FromMinutes(3));
+        Assert.True(r.ExitCode == 0, r.ToString());
+        string snap = JsonDocument.Parse(r.Stdout).RootElement.Str("snapshotId");
+        r = CliRunner.Run(["restore", snap, "--repo", "ebs://us-east-1", "--ebs-endpoint-url", tls.Url.ToString(), "--to", _dir.File("r.img"),
+            "--size", size.ToString(), "--no-progress"], env, TimeSpan.FromMinutes(3));
+        Assert.True(r.ExitCode == 0, r.ToString());
+        Assert.True(Files.ContentEquals(img, _dir.File("r.img")));
+    }
 }
