@@ -459,4 +459,22 @@ public sealed class EbsReplicationTests : IAsyncLifetime
         Assert.True(r.ExitCode == 0, r.ToString());
         Assert.True(Files.ContentEquals(img, _dir.File("r.img")));
     }
+
+    [Fact]
+    public async Task Snapshot_does_not_exist_right_after_StartSnapshot_is_waited_out()
+    {
+        // EBS is eventually consistent: puts can get "does not exist" for a while after StartSnapshot (ref/ebs.md §1.1).
+        await using var lagging = await EbsEndpoint.StartAsync(d => new EbsEndpointOptions
+        {
+            DataDirectory = d, AccessKeyId = EbsEndpoint.AccessKey, SecretAccessKey = EbsEndpoint.SecretKey,
+            CompletionDelay = TimeSpan.FromMilliseconds(100), Durable = false, NotFoundAfterStart = TimeSpan.FromSeconds(2),
+        });
+        string img = _dir.File("disk.img");
+        long size = 6L * Block;
+        DiskImages.Random(img, size, seed: 12);
+        var r = Json(lagging, "backup", img, "--repo", "ebs://us-east-1", "--ebs-endpoint-url", lagging.Url.ToString());
+        Assert.Equal(6, r.Long("blocksPut"));
+        Assert.True(r.Long("retries") > 0, "no put was refused: the test proves nothing");
+        Assert.True(lagging.Server.GetStats().Operations["PutSnapshotBlock"].ClientErrors > 0);
+    }
 }
