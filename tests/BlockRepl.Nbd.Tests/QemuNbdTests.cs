@@ -41,6 +41,7 @@ public sealed class QemuNbdTests(ImagesFixture images)
         Assert.True(client.Size > client.BlockSizes.MaximumPayload);
 
         byte[] all = new byte[client.Size];
+        Array.Fill(all, (byte)0xff); // holes must be written as zeros, not left alone
         await client.ReadAsync(0, all);
         Assert.True(all.AsSpan().SequenceEqual(images.RawContent)); // includes the zero runs, served as OFFSET_HOLE chunks
     }
@@ -115,6 +116,7 @@ public sealed class QemuNbdTests(ImagesFixture images)
             Assert.Equal(NbdMetaContexts.StateHole | NbdMetaContexts.StateZero, FlagsAt(never));
 
         byte[] all = new byte[client.Size];
+        Array.Fill(all, (byte)0xff);
         await client.ReadAsync(0, all);
         Assert.True(all.AsSpan().SequenceEqual(images.SparseContent));
     }
