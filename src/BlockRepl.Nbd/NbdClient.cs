@@ -305,7 +305,7 @@ public sealed partial class NbdClient : IAsyncDisposable
     /// <summary>Marks the connection broken and fails every request in flight; later requests fail at once.</summary>
     private void Fail(NbdException failure)
     {
-        _failure ??= failure;
+        Interlocked.CompareExchange(ref _failure, failure, null);
         foreach (var cookie in _pending.Keys)
         {
             if (_pending.TryRemove(cookie, out var request)) request.TrySetException(Copy(failure));
