@@ -13,6 +13,9 @@ namespace BlockRepl.Nbd.Tests;
 /// </summary>
 public sealed class FakeNbdServer : IAsyncDisposable
 {
+    /// <summary>How the fake answers NBD_OPT_GO.</summary>
+    public enum GoBehaviour { Normal, Unsupported, TlsRequired }
+
     public const long ExportSize = 1024 * 1024;
 
     private readonly TempDir _dir = new("blockrepl-nbd-fake");
@@ -21,7 +24,7 @@ public sealed class FakeNbdServer : IAsyncDisposable
 
     public NbdUri Uri { get; }
 
-    public FakeNbdServer(string[] contexts, Func<Connection, Task> script)
+    public FakeNbdServer(string[] contexts, Func<Connection, Task> script, GoBehaviour go = GoBehaviour.Normal)
     {
         string path = _dir.File("fake.sock");
         _listener.Bind(new UnixDomainSocketEndPoint(path));
@@ -32,7 +35,7 @@ public sealed class FakeNbdServer : IAsyncDisposable
             using var socket = await _listener.AcceptAsync();
             await using var stream = new NetworkStream(socket);
             var connection = new Connection(stream);
-            await connection.NegotiateAsync(contexts);
+            await connection.NegotiateAsync(contexts, go);
             await script(connection);
         });
     }
@@ -56,7 +59,7 @@ public sealed class FakeNbdServer : IAsyncDisposable
 
     public sealed class Connection(NetworkStream stream)
     {
-        public async Task NegotiateAsync(string[] contexts)
+        public async Task NegotiateAsync(string[] contexts, GoBehaviour go)
         {
             var greeting = new byte[18];
             BinaryPrimitives.WriteUInt64BigEndian(greeting, 0x4e42444d41474943);
@@ -87,6 +90,18 @@ public sealed class FakeNbdServer : IAsyncDisposable
                         }
                         await OptionReplyAsync(option, 1, []);
                         break;
+                    case 7 when go == GoBehaviour.TlsRequired:
+                        await OptionReplyAsync(option, (1u << 31) | 5, Encoding.UTF8.GetBytes("TLS first"));
+                        return;
+                    case 7 when go == GoBehaviour.Unsupported:
+                        await OptionReplyAsync(option, (1u << 31) | 1, []);
+                        break;
+                    case 1: // NBD_OPT_EXPORT_NAME (old servers): size, flags, and no 124 zeroes since NO_ZEROES was agreed
+                        byte[] export = new byte[10];
+                        BinaryPrimitives.WriteUInt64BigEndian(export, ExportSize);
+                        BinaryPrimitives.WriteUInt16BigEndian(export.AsSpan(8), 3);
+                        await stream.WriteAsync(export);
+                        return;
                     case 7:
                         byte[] info = new byte[12];
                         BinaryPrimitives.WriteUInt64BigEndian(info.AsSpan(2), ExportSize);

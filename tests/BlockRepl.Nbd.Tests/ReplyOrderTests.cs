@@ -126,4 +126,31 @@ public sealed class ReplyOrderTests
         Assert.True(e.IsTransient);
         Assert.Contains("closed the connection", e.Message);
     }
+
+    [Fact]
+    public async Task ServerWithoutGo_IsOpenedWithExportName()
+    {
+        await using var server = new FakeNbdServer([], async c =>
+        {
+            var r = await c.ReadRequestAsync();
+            await c.DataAsync(r.Cookie, r.Offset, (int)r.Length, done: true);
+            await c.ReadRequestAsync();
+        }, FakeNbdServer.GoBehaviour.Unsupported);
+        await using var client = await NbdClient.ConnectAsync(server.Uri);
+        Assert.Equal(FakeNbdServer.ExportSize, client.Size);
+        Assert.Equal(new NbdBlockSizes(1, 4096, 32 * 1024 * 1024), client.BlockSizes);
+        byte[] buffer = new byte[100];
+        await client.ReadAsync(1000, buffer);
+        Assert.Equal(FakeNbdServer.Bytes(1000, 100), buffer);
+    }
+
+    [Fact]
+    public async Task ServerRequiringTls_IsUnsupported_WithTheServersMessage()
+    {
+        await using var server = new FakeNbdServer([], _ => Task.CompletedTask, FakeNbdServer.GoBehaviour.TlsRequired);
+        var e = await Assert.ThrowsAsync<NbdException>(() => NbdClient.ConnectAsync(server.Uri));
+        Assert.Equal(NbdErrorKind.Unsupported, e.Kind);
+        Assert.Contains("requires TLS", e.Message);
+        Assert.Contains("NBD_REP_ERR_TLS_REQD: TLS first", e.Message);
+    }
 }
