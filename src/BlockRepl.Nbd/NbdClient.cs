@@ -149,26 +149,24 @@ public sealed partial class NbdClient : IAsyncDisposable
         int min = BlockSizes.Minimum;
         long alignedStart = AlignUp(offset, min);
         long alignedEnd = end == Size ? end : end / min * min;
+        // Each unaligned edge lies inside one minimum block (<= 64 KiB <= maximum payload) and goes through a
+        // bounce buffer; the aligned middle lands directly in the destination.
         var pieces = new List<Task>();
-        if (alignedStart >= alignedEnd)
+        long headEnd = Math.Min(alignedStart, end);
+        if (headEnd > offset && offset % min != 0) pieces.Add(ReadBouncedAsync(offset, destination[..(int)(headEnd - offset)], ct));
+        else headEnd = offset;
+        long middleEnd = Math.Max(headEnd, alignedEnd);
+        for (long pos = headEnd; pos < middleEnd; pos += _maxRead)
         {
-            pieces.Add(ReadBouncedAsync(offset, destination, ct));
+            int length = (int)Math.Min(_maxRead, middleEnd - pos);
+            pieces.Add(SendReadAsync(pos, destination.Slice((int)(pos - offset), length), ct));
         }
-        else
-        {
-            if (alignedStart > offset) pieces.Add(ReadBouncedAsync(offset, destination[..(int)(alignedStart - offset)], ct));
-            for (long pos = alignedStart; pos < alignedEnd; pos += _maxRead)
-            {
-                int length = (int)Math.Min(_maxRead, alignedEnd - pos);
-                pieces.Add(SendReadAsync(pos, destination.Slice((int)(pos - offset), length), ct));
-            }
-            if (alignedEnd < end) pieces.Add(ReadBouncedAsync(alignedEnd, destination[(int)(alignedEnd - offset)..], ct));
-        }
+        if (middleEnd < end) pieces.Add(ReadBouncedAsync(middleEnd, destination[(int)(middleEnd - offset)..], ct));
         // WhenAll, not the first failure: every piece must have stopped writing before the caller gets control.
         await Task.WhenAll(pieces).ConfigureAwait(false);
     }
 
-    /// <summary>A range inside at most two minimum blocks, read aligned through a pooled buffer.</summary>
+    /// <summary>A range inside one minimum block, read as that whole block through a pooled buffer.</summary>
     private async Task ReadBouncedAsync(long offset, Memory<byte> destination, CancellationToken ct)
     {
         int min = BlockSizes.Minimum;

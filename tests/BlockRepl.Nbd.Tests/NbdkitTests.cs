@@ -51,18 +51,22 @@ public sealed class NbdkitTests(ImagesFixture images)
         Assert.False(e.IsTransient);
     }
 
-    [Fact]
-    public async Task MinimumAndMaximumBlockSize_AreHonoured_ForUnalignedAndLargeReads()
+    [Theory]
+    [InlineData(4096, 16384, 65536)]
+    [InlineData(4096, 4096, 4096)] // a read straddling two blocks must become two requests
+    [InlineData(512, 4096, 1024 * 1024)]
+    public async Task MinimumAndMaximumBlockSize_AreHonoured_ForUnalignedAndLargeReads(int minimum, int preferred, int maximum)
     {
         // blocksize-error-policy=error: the filter rejects any request that breaks the advertised limits.
         await using var server = await NbdServer.StartNbdkitAsync(images.Dir,
-            [.. FilePlugin, "blocksize-minimum=4096", "blocksize-preferred=16384", "blocksize-maximum=65536", "blocksize-error-policy=error"],
+            [.. FilePlugin, $"blocksize-minimum={minimum}", $"blocksize-preferred={preferred}", $"blocksize-maximum={maximum}", "blocksize-error-policy=error"],
             false, "--filter=blocksize-policy");
         await using var client = await NbdClient.ConnectAsync(server.Uri);
-        Assert.Equal(new NbdBlockSizes(4096, 16384, 65536), client.BlockSizes);
-        Assert.Equal(65536, client.MaxReadRequest);
+        Assert.Equal(new NbdBlockSizes(minimum, preferred, maximum), client.BlockSizes);
+        Assert.Equal(maximum, client.MaxReadRequest);
 
-        foreach (var (offset, length) in new[] { (1L, 1), (4095L, 2), (5000L, 70_000), (0L, 1024 * 1024 + 3), (ImagesFixture.RawSize - 5L, 5) })
+        var reads = new[] { (1L, 1), (4095L, 2), (100L, 4900), (5000L, 70_000), (0L, 1024 * 1024 + 3), (ImagesFixture.RawSize - 5L, 5), (ImagesFixture.RawSize - 70_001L, 70_001) };
+        foreach (var (offset, length) in reads)
         {
             byte[] buffer = new byte[length];
             await client.ReadAsync(offset, buffer);
