@@ -51,7 +51,7 @@ public sealed class FakeNbdServer : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         _listener.Dispose();
-        try { await _serve.WaitAsync(TimeSpan.FromSeconds(10)); } catch (Exception e) when (e is IOException or SocketException or EndOfStreamException) { }
+        try { await _serve.WaitAsync(TimeSpan.FromSeconds(10)); } catch (Exception e) when (e is IOException or SocketException or EndOfStreamException or TimeoutException) { }
         _dir.Dispose();
     }
 
@@ -155,13 +155,23 @@ public sealed class FakeNbdServer : IAsyncDisposable
             return stream.WriteAsync(chunk).AsTask();
         }
 
-        public Task DataAsync(ulong cookie, long offset, int length, bool done)
+        public Task DataAsync(ulong cookie, long offset, int length, bool done) => RawAsync(DataChunk(cookie, offset, length, done));
+
+        /// <summary>A whole OFFSET_DATA chunk, header included, for tests that send it in pieces.</summary>
+        public static byte[] DataChunk(ulong cookie, long offset, int length, bool done)
         {
-            byte[] payload = new byte[8 + length];
-            BinaryPrimitives.WriteUInt64BigEndian(payload, (ulong)offset);
-            Bytes(offset, length).CopyTo(payload, 8);
-            return ChunkAsync(cookie, 1, done, payload);
+            byte[] chunk = new byte[20 + 8 + length];
+            BinaryPrimitives.WriteUInt32BigEndian(chunk, 0x668e33ef);
+            BinaryPrimitives.WriteUInt16BigEndian(chunk.AsSpan(4), (ushort)(done ? 1 : 0));
+            BinaryPrimitives.WriteUInt16BigEndian(chunk.AsSpan(6), 1);
+            BinaryPrimitives.WriteUInt64BigEndian(chunk.AsSpan(8), cookie);
+            BinaryPrimitives.WriteUInt32BigEndian(chunk.AsSpan(16), (uint)(8 + length));
+            BinaryPrimitives.WriteUInt64BigEndian(chunk.AsSpan(20), (ulong)offset);
+            Bytes(offset, length).CopyTo(chunk, 28);
+            return chunk;
         }
+
+        public Task RawAsync(ReadOnlyMemory<byte> bytes) => stream.WriteAsync(bytes).AsTask();
 
         public Task HoleAsync(ulong cookie, long offset, int length, bool done)
         {

@@ -153,4 +153,37 @@ public sealed class ReplyOrderTests
         Assert.Contains("requires TLS", e.Message);
         Assert.Contains("NBD_REP_ERR_TLS_REQD: TLS first", e.Message);
     }
+
+    [Fact]
+    public async Task CancelWhileTheReaderWritesIntoTheBuffer_WaitsForThatWrite_ThenDiscardsTheRest()
+    {
+        var halfSent = new TaskCompletionSource();
+        var sendRest = new TaskCompletionSource();
+        await using var server = new FakeNbdServer([], async c =>
+        {
+            var first = await c.ReadRequestAsync();
+            byte[] chunk = FakeNbdServer.Connection.DataChunk(first.Cookie, 0, 512 * 1024, done: true);
+            await c.RawAsync(chunk.AsMemory(0, 200 * 1024));
+            halfSent.SetResult();
+            await sendRest.Task;
+            await c.RawAsync(chunk.AsMemory(200 * 1024));
+            var second = await c.ReadRequestAsync();
+            await c.DataAsync(second.Cookie, second.Offset, (int)second.Length, done: true);
+            await c.ReadRequestAsync();
+        });
+        await using var client = await NbdClient.ConnectAsync(server.Uri);
+        using var cts = new CancellationTokenSource();
+        var read = client.ReadAsync(0, new byte[512 * 1024], cts.Token).AsTask();
+        await halfSent.Task;
+        await Task.Delay(100);
+        cts.Cancel();
+        await Task.Delay(200);
+        Assert.False(read.IsCompleted); // the reader is still filling the caller's buffer: the caller must not have it back yet
+        sendRest.SetResult();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => read);
+
+        byte[] next = new byte[4096];
+        await client.ReadAsync(8192, next);
+        Assert.Equal(FakeNbdServer.Bytes(8192, 4096), next);
+    }
 }
