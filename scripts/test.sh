@@ -34,6 +34,9 @@ REQUIRED=(
   "ceph-osd ceph-osd"
   "curl curl"             # start-rgw.sh readiness probe (SigV4-signed request)
   "uuidgen uuid-runtime"  # start-rgw.sh cluster and OSD ids
+  # BlockRepl.Nbd.Tests: real NBD servers and the images they serve
+  "qemu-nbd qemu-utils"   # also qemu-img (images, bitmaps) and qemu-io (writes at known offsets)
+  "nbdkit nbdkit"         # file plugin with the error, delay and blocksize-policy filters
 )
 
 # tests/ebs-js: the official AWS SDK for JavaScript EBS client, run by BlockRepl.Ebs.Endpoint.Tests
