@@ -40,7 +40,7 @@ public static class NbdMetaContexts
     /// <summary>Prefix of QEMU's dirty-bitmap contexts, <c>qemu:dirty-bitmap:NAME</c>; flag bit <see cref="StateDirty"/>.</summary>
     public const string QemuDirtyBitmapPrefix = "qemu:dirty-bitmap:";
 
-    /// <summary>base:allocation: the range is not allocated (reading it may still return data from a backing file for some servers, but QEMU reports zeros).</summary>
+    /// <summary>base:allocation: the range is a hole (not allocated). It says nothing about the contents: only <see cref="StateZero"/> means it reads as zeros.</summary>
     public const uint StateHole = 1;
 
     /// <summary>base:allocation: the range reads as zeros.</summary>

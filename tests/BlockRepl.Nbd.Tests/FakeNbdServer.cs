@@ -51,8 +51,17 @@ public sealed class FakeNbdServer : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         _listener.Dispose();
-        try { await _serve.WaitAsync(TimeSpan.FromSeconds(10)); } catch (Exception e) when (e is IOException or SocketException or EndOfStreamException or TimeoutException) { }
-        _dir.Dispose();
+        try
+        {
+            await _serve.WaitAsync(TimeSpan.FromSeconds(10));
+        }
+        catch (Exception e) when (e is IOException or SocketException or EndOfStreamException or TimeoutException)
+        {
+        }
+        finally
+        {
+            _dir.Dispose(); // also when the script failed: its exception still reaches the test
+        }
     }
 
     public readonly record struct Request(ushort Type, ulong Cookie, long Offset, uint Length);
