@@ -101,7 +101,7 @@ internal static class Commands
         using var ebsClient = ebsTargets.Count == 0 ? null
             : EbsCommands.Client(EbsCommands.Region(ebsTargets[0]), a.Value("--ebs-endpoint-url") ?? (location is null ? a.Value("--endpoint-url") : null), a.Value("--profile"));
         using var ebs = ebsClient is null ? null : new EbsReplicator(ebsClient, ebsOptions, stateDir, Log.Logger);
-        using var source = BlockSource.Open(a.Positionals[0]);
+        using var source = BlockSource.OpenAny(a.Positionals[0]);
         if (a.Flag("--direct-io") && !source.TryEnableDirectIo())
             Log.Warning("{Source}: the filesystem refuses O_DIRECT; reading through the page cache", source.Path);
 

@@ -26,6 +26,7 @@ namespace BlockRepl.Cli
               blockrepl ebs-endpoint --data DIR [--listen 127.0.0.1:PORT] [--no-auth] [--put-rate N] [--minute 60s] ... (docs/ebs-endpoint.md)
               blockrepl help | version
 
+            sources: a raw image file, a block device, or an NBD export (nbd+unix:///EXPORT?socket=PATH, nbd://HOST:PORT/EXPORT)
             repositories: a local directory, or s3://bucket/prefix (credentials and region the AWS CLI way;
               --endpoint-url URL or AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL for S3-compatible stores;
               --storage-class STANDARD_IA, GLACIER_IR… for packs, everything else stays STANDARD)

@@ -1,3 +1,5 @@
+using BlockRepl.TestKit;
+
 namespace BlockRepl.Nbd.Tests;
 
 /// <summary>The client against nbdkit: injected errors and delays, odd block sizes, simple replies only.</summary>

@@ -91,7 +91,7 @@ public sealed class EbsReplicator : IBatchObserver, IDisposable
     }
 
     /// <summary>Replicates <paramref name="source"/> alone: prepare, one scan, complete.</summary>
-    public async Task<EbsResult> RunAsync(BlockSource source, int workers, bool dropCache, CancellationToken ct)
+    public async Task<EbsResult> RunAsync(IBlockSource source, int workers, bool dropCache, CancellationToken ct)
     {
         await PrepareAsync(source, ct).ConfigureAwait(false);
         if (!_pending.CompleteRequested)
@@ -107,7 +107,7 @@ public sealed class EbsReplicator : IBatchObserver, IDisposable
     /// Finds the chain, starts (or resumes) the pending snapshot and builds the working block map. After this,
     /// feed every batch of the source to <see cref="OnBatch"/>, then call <see cref="FinishAsync"/>.
     /// </summary>
-    public async Task PrepareAsync(BlockSource source, CancellationToken ct)
+    public async Task PrepareAsync(IBlockSource source, CancellationToken ct)
     {
         _clock.Start();
         var st0 = _client.Stats;

@@ -60,7 +60,7 @@ public sealed class BackupJob
         public long Zero, Holes, Changed, ChangedChunks, New, NewChunks, ChangedBlocks;
     }
 
-    public async Task<BackupResult> RunAsync(BlockSource source, CancellationToken ct = default)
+    public async Task<BackupResult> RunAsync(IBlockSource source, CancellationToken ct = default)
     {
         var started = Stopwatch.StartNew();
         var cpuStart = Process.GetCurrentProcess().TotalProcessorTime;
@@ -229,7 +229,7 @@ public sealed class BackupJob
         return h;
     }
 
-    private void RunPipeline(BlockSource source, SafeFileHandle? oldMap, SafeFileHandle newMap, PackWriter packs, Counters c, CancellationToken outerCt)
+    private void RunPipeline(IBlockSource source, SafeFileHandle? oldMap, SafeFileHandle newMap, PackWriter packs, Counters c, CancellationToken outerCt)
     {
         int workers = Math.Max(1, _options.Workers);
         int bufferCount = workers * 2 + 2;
@@ -302,7 +302,7 @@ public sealed class BackupJob
         outerCt.ThrowIfCancellationRequested();
     }
 
-    private void WorkLoop(BlockSource source, SafeFileHandle? oldMap, SafeFileHandle newMap, BoundedQueue<ReadBatch> work,
+    private void WorkLoop(IBlockSource source, SafeFileHandle? oldMap, SafeFileHandle newMap, BoundedQueue<ReadBatch> work,
         BoundedQueue<byte[]> free, BoundedQueue<PackItem> toPack, BoundedQueue<byte[]> freeOut, Counters total, CancellationToken ct)
     {
         int chunkSize = _repo.ChunkSize;

@@ -30,7 +30,7 @@ internal static class SourceReader
     public static byte[] NewBuffer() => GC.AllocateUninitializedArray<byte>(BatchSize + BlockSource.DirectAlignment, pinned: true);
 
     /// <summary>Reads the source front to back into free buffers, skipping holes; returns the hole bytes skipped.</summary>
-    public static long ReadLoop(BlockSource source, BoundedQueue<byte[]> free, BoundedQueue<ReadBatch> work, Jobs.JobProgress progress, CancellationToken ct)
+    public static long ReadLoop(IBlockSource source, BoundedQueue<byte[]> free, BoundedQueue<ReadBatch> work, Jobs.JobProgress progress, CancellationToken ct)
     {
         long size = source.Size;
         long pos = 0, holes = 0;
@@ -45,7 +45,7 @@ internal static class SourceReader
             ct.ThrowIfCancellationRequested();
             free.TryTake(out var buf);
             int align = AlignedStart(buf!);
-            int n = source.ReadBatch(buf.AsSpan(align), start, len);
+            int n = source.ReadBatch(buf.AsMemory(align), start, len);
             if (n != len)
                 throw new SourceException($"source '{source.Path}' ended at {start + n} bytes, expected {size}: was it truncated during the backup?");
             pos = start + len;
@@ -66,7 +66,7 @@ internal static class SourceReader
     /// Reads the whole source once with one reader thread and <paramref name="workers"/> threads that hand
     /// each batch to <paramref name="observer"/>. Memory is bounded by 2×workers+2 batch buffers. Returns hole bytes.
     /// </summary>
-    public static long Scan(BlockSource source, int workers, IBatchObserver observer, Jobs.JobProgress progress, bool dropCache, CancellationToken outerCt)
+    public static long Scan(IBlockSource source, int workers, IBatchObserver observer, Jobs.JobProgress progress, bool dropCache, CancellationToken outerCt)
     {
         workers = Math.Max(1, workers);
         int bufferCount = workers * 2 + 2;

@@ -11,7 +11,7 @@ public enum SourceKind { ImageFile, BlockDevice }
 /// (pread), but the backup pipeline uses one sequential reader per device: two streams on one cold
 /// disk were measured 2× slower (ref/perf.md §5).
 /// </summary>
-public sealed class BlockSource : IDisposable
+public sealed class BlockSource : IBlockSource
 {
     private readonly SafeFileHandle _handle;
     private SafeFileHandle? _direct;
@@ -38,6 +38,10 @@ public sealed class BlockSource : IDisposable
 
     /// <summary>Identifies the volume for finding its previous recovery point: the canonical path.</summary>
     public string SourceKey => Path;
+
+    /// <summary>Opens an image file, a block device or an NBD URI (<see cref="NbdBlockSource"/>).</summary>
+    public static IBlockSource OpenAny(string pathOrUri) =>
+        NbdBlockSource.IsNbd(pathOrUri) ? NbdBlockSource.Open(pathOrUri) : Open(pathOrUri);
 
     /// <summary>Opens a source, with one clear <see cref="SourceException"/> for every way it can be wrong.</summary>
     public static BlockSource Open(string path)
@@ -99,6 +103,9 @@ public sealed class BlockSource : IDisposable
     /// address is <see cref="DirectAlignment"/>-aligned and whose capacity covers the length rounded up.
     /// Uses O_DIRECT when enabled (offset must then be aligned), buffered reads otherwise.
     /// </summary>
+    public int ReadBatch(Memory<byte> alignedBuffer, long offset, int length) => ReadBatch(alignedBuffer.Span, offset, length);
+
+    /// <inheritdoc cref="ReadBatch(Memory{byte}, long, int)"/>
     public int ReadBatch(Span<byte> alignedBuffer, long offset, int length)
     {
         if (_direct is null || offset % DirectAlignment != 0) return ReadFully(_handle, alignedBuffer[..length], offset);

@@ -2,9 +2,9 @@ using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
-using BlockRepl.TestKit;
+using BlockRepl.Nbd;
 
-namespace BlockRepl.Nbd.Tests;
+namespace BlockRepl.TestKit;
 
 /// <summary>
 /// A qemu-nbd or nbdkit process in the foreground, listening on a unix socket or a loopback TCP port.
@@ -33,6 +33,13 @@ public sealed class NbdServer : IAsyncDisposable
         return StartAsync("qemu-nbd", args, dir, export, tcp, (a, sock) => a.Add($"--socket={sock}"), (a, port) => a.AddRange(["--bind=127.0.0.1", $"--port={port}"]), image);
     }
 
+    /// <summary>Starts qemu-nbd read-only on a given unix socket (a stable URI across restarts: the source's identity).</summary>
+    public static Task<NbdServer> StartQemuNbdOnSocketAsync(TempDir dir, string image, string format, string export, string socketPath)
+    {
+        var args = new List<string> { "--read-only", "--persistent", "--shared=8", $"--format={format}", $"--export-name={export}" };
+        return StartAsync("qemu-nbd", args, dir, export, false, (a, sock) => a.Add($"--socket={sock}"), (_, _) => { }, socketPath, image);
+    }
+
     /// <summary>Starts nbdkit in the foreground with the given plugin/filter arguments (after the transport options).</summary>
     public static Task<NbdServer> StartNbdkitAsync(TempDir dir, IEnumerable<string> pluginArgs, bool tcp = false, params string[] options)
     {
@@ -43,8 +50,12 @@ public sealed class NbdServer : IAsyncDisposable
             [.. pluginArgs]);
     }
 
+    private static Task<NbdServer> StartAsync(string program, List<string> args, TempDir dir, string export, bool tcp,
+        Action<List<string>, string> unix, Action<List<string>, int> tcpPort, params string[] tail) =>
+        StartAsync(program, args, dir, export, tcp, unix, tcpPort, null, tail);
+
     private static async Task<NbdServer> StartAsync(string program, List<string> args, TempDir dir, string export, bool tcp,
-        Action<List<string>, string> unix, Action<List<string>, int> tcpPort, params string[] tail)
+        Action<List<string>, string> unix, Action<List<string>, int> tcpPort, string? socketPath, params string[] tail)
     {
         string? socket = null;
         NbdUri uri;
@@ -56,7 +67,7 @@ public sealed class NbdServer : IAsyncDisposable
         }
         else
         {
-            socket = dir.File($"{program}-{Guid.NewGuid():N}.sock");
+            socket = socketPath ?? dir.File($"{program}-{Guid.NewGuid():N}.sock");
             unix(args, socket);
             uri = NbdUri.Unix(socket, export);
         }

@@ -1,0 +1,27 @@
+namespace BlockRepl.Engine.Sources;
+
+/// <summary>
+/// A volume the backup pipeline reads: an image file or block device (<see cref="BlockSource"/>), or an NBD export
+/// (<see cref="NbdBlockSource"/>). One reader thread calls it sequentially; implementations need not be thread-safe.
+/// </summary>
+public interface IBlockSource : IDisposable
+{
+    /// <summary>What the user named (path or URI), for messages and manifests.</summary>
+    string Path { get; }
+    /// <summary>Identifies the volume for finding its previous recovery point and change map.</summary>
+    string SourceKey { get; }
+    long Size { get; }
+    /// <summary>True once reads bypass the page cache.</summary>
+    bool DirectIo { get; }
+    /// <summary>Switches to reads that bypass the page cache where the source has one; false when it cannot.</summary>
+    bool TryEnableDirectIo();
+    /// <summary>The first offset at or after <paramref name="offset"/> that may hold non-zero data; <see cref="Size"/> when none.</summary>
+    long NextData(long offset);
+    /// <summary>
+    /// Reads <paramref name="length"/> bytes at <paramref name="offset"/> into <paramref name="alignedBuffer"/> (page-aligned,
+    /// with room for the length rounded up to 4 KiB); returns the count, short only at the end of the volume.
+    /// </summary>
+    int ReadBatch(Memory<byte> alignedBuffer, long offset, int length);
+    /// <summary>Drops what was read from the page cache, where that applies.</summary>
+    void DropCache(long offset, long length);
+}

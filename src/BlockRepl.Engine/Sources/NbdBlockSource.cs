@@ -1,0 +1,97 @@
+using BlockRepl.Nbd;
+
+namespace BlockRepl.Engine.Sources;
+
+/// <summary>
+/// An NBD export as a volume (<c>nbd+unix:///EXPORT?socket=PATH</c>, <c>nbd://HOST:PORT/EXPORT</c>): reads go through
+/// the NBD client (split to the server's maximum), and ranges that base:allocation reports as reading zeros are
+/// skipped like the holes of a sparse file. The reader thread waits on the client synchronously: it is a
+/// dedicated thread, and the client keeps one connection with its own reply loop.
+/// </summary>
+public sealed class NbdBlockSource : IBlockSource
+{
+    private readonly NbdClient _client;
+    private readonly bool _allocation;
+    // base:allocation answers for a window; NextData walks them without a request per call.
+    private IReadOnlyList<NbdExtent> _extents = [];
+    private int _extentIndex;
+    private const long StatusWindow = 1L << 30;
+
+    private NbdBlockSource(string text, NbdClient client)
+    {
+        Path = text;
+        _client = client;
+        _allocation = client.MetaContexts.ContainsKey(NbdMetaContexts.BaseAllocation);
+    }
+
+    public string Path { get; }
+    public string SourceKey => Path;
+    public long Size => _client.Size;
+    public bool DirectIo => false;
+    public bool TryEnableDirectIo() => false;
+    public void DropCache(long offset, long length) { }
+
+    /// <summary>True when <paramref name="text"/> is an NBD URI (then <see cref="Open"/> handles it).</summary>
+    public static bool IsNbd(string text) => text.StartsWith("nbd://", StringComparison.Ordinal) || text.StartsWith("nbd+unix://", StringComparison.Ordinal);
+
+    /// <summary>Connects, asking for base:allocation (optional: without it every range is read).</summary>
+    public static NbdBlockSource Open(string text, CancellationToken ct = default)
+    {
+        if (!NbdUri.TryParse(text, out var uri))
+            throw new SourceException($"source '{text}' is not an NBD URI: use nbd+unix:///EXPORT?socket=PATH or nbd://HOST:PORT/EXPORT");
+        try
+        {
+            NbdClient client;
+            try
+            {
+                client = NbdClient.ConnectAsync(uri, new NbdConnectOptions { MetaContexts = [NbdMetaContexts.BaseAllocation] }, ct)
+                    .GetAwaiter().GetResult();
+            }
+            catch (NbdException e) when (e.Kind is NbdErrorKind.UnsupportedContext)
+            {
+                // A server without base:allocation: every range is read (and zeros are still found by the zero check).
+                client = NbdClient.ConnectAsync(uri, new NbdConnectOptions(), ct).GetAwaiter().GetResult();
+            }
+            return new NbdBlockSource(text, client);
+        }
+        catch (NbdException e) { throw new SourceException($"cannot read source '{text}': {e.Message}", e); }
+        catch (IOException e) { throw new SourceException($"cannot read source '{text}': {e.Message}", e); }
+    }
+
+    public long NextData(long offset)
+    {
+        if (!_allocation || offset >= Size) return Math.Min(offset, Size);
+        while (offset < Size)
+        {
+            // Find the extent holding offset in the cached window, or fetch the next window.
+            while (_extentIndex < _extents.Count && _extents[_extentIndex].End <= offset) _extentIndex++;
+            if (_extentIndex >= _extents.Count || _extents[_extentIndex].Offset > offset)
+            {
+                try
+                {
+                    _extents = _client.BlockStatusAsync(NbdMetaContexts.BaseAllocation, offset, Math.Min(StatusWindow, Size - offset))
+                        .GetAwaiter().GetResult();
+                }
+                catch (NbdException e) { throw new SourceException($"source '{Path}': block status failed: {e.Message}", e); }
+                _extentIndex = 0;
+                if (_extents.Count == 0) return offset;     // no answer: read it
+                continue;
+            }
+            var x = _extents[_extentIndex];
+            if ((x.Flags & NbdMetaContexts.StateZero) == 0) return offset;
+            offset = x.End;
+        }
+        return Size;
+    }
+
+    public int ReadBatch(Memory<byte> alignedBuffer, long offset, int length)
+    {
+        int n = (int)Math.Min(length, Size - offset);
+        if (n <= 0) return 0;
+        try { _client.ReadAsync(offset, alignedBuffer[..n]).AsTask().GetAwaiter().GetResult(); }
+        catch (NbdException e) { throw new SourceException($"source '{Path}': read of {n} bytes at {offset} failed: {e.Message}", e); }
+        return n;
+    }
+
+    public void Dispose() => _client.DisposeAsync().AsTask().GetAwaiter().GetResult();
+}
