@@ -37,7 +37,7 @@ public sealed class NbdServer : IAsyncDisposable
     public static Task<NbdServer> StartQemuNbdOnSocketAsync(TempDir dir, string image, string format, string export, string socketPath)
     {
         var args = new List<string> { "--read-only", "--persistent", "--shared=8", $"--format={format}", $"--export-name={export}" };
-        return StartAsync("qemu-nbd", args, dir, export, false, (a, sock) => a.Add($"--socket={sock}"), (_, _) => { }, socketPath, image);
+        return StartCoreAsync("qemu-nbd", args, dir, export, false, (a, sock) => a.Add($"--socket={sock}"), (_, _) => { }, socketPath, [image]);
     }
 
     /// <summary>Starts nbdkit in the foreground with the given plugin/filter arguments (after the transport options).</summary>
@@ -52,10 +52,10 @@ public sealed class NbdServer : IAsyncDisposable
 
     private static Task<NbdServer> StartAsync(string program, List<string> args, TempDir dir, string export, bool tcp,
         Action<List<string>, string> unix, Action<List<string>, int> tcpPort, params string[] tail) =>
-        StartAsync(program, args, dir, export, tcp, unix, tcpPort, null, tail);
+        StartCoreAsync(program, args, dir, export, tcp, unix, tcpPort, null, tail);
 
-    private static async Task<NbdServer> StartAsync(string program, List<string> args, TempDir dir, string export, bool tcp,
-        Action<List<string>, string> unix, Action<List<string>, int> tcpPort, string? socketPath, params string[] tail)
+    private static async Task<NbdServer> StartCoreAsync(string program, List<string> args, TempDir dir, string export, bool tcp,
+        Action<List<string>, string> unix, Action<List<string>, int> tcpPort, string? socketPath, string[] tail)
     {
         string? socket = null;
         NbdUri uri;
