@@ -73,7 +73,8 @@ public sealed class NbdServer : IAsyncDisposable
         }
         args.AddRange(tail);
 
-        var psi = new ProcessStartInfo(program) { UseShellExecute = false, RedirectStandardError = true, RedirectStandardOutput = true };
+        // stdin is a pipe of our own, not the test host's (which under CI may be closed or shared).
+        var psi = new ProcessStartInfo(program) { UseShellExecute = false, RedirectStandardError = true, RedirectStandardOutput = true, RedirectStandardInput = true };
         foreach (string a in args) psi.ArgumentList.Add(a);
         var process = Process.Start(psi) ?? throw new InvalidOperationException($"cannot start {program}");
         var server = new NbdServer(process, uri, socket);
