@@ -123,24 +123,8 @@ internal static class EbsBlockMap
         }
     }
 
-    private static ulong ChecksumEntries(SafeFileHandle h, long blockCount)
-    {
-        var hasher = new XxHash3();
-        var buf = ArrayPool<byte>.Shared.Rent(1 << 20);
-        try
-        {
-            long end = EntryOffset(blockCount);
-            for (long o = HeaderSize; o < end;)
-            {
-                int n = RandomAccess.Read(h, buf.AsSpan(0, (int)Math.Min(buf.Length, end - o)), o);
-                if (n <= 0) throw new IOException("unexpected end of block map");
-                hasher.Append(buf.AsSpan(0, n));
-                o += n;
-            }
-            return hasher.GetCurrentHashAsUInt64();
-        }
-        finally { ArrayPool<byte>.Shared.Return(buf); }
-    }
+    private static ulong ChecksumEntries(SafeFileHandle h, long blockCount) =>
+        Repository.ChangeMap.ChecksumRange(h, HeaderSize, EntryOffset(blockCount));
 
     private static void WriteString(Span<byte> d, string s)
     {

@@ -76,17 +76,7 @@ public sealed class EbsChainState
         }
     }
 
-    public void Save(string path)
-    {
-        string tmp = path + ".tmp";
-        using (var fs = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None))
-        {
-            JsonSerializer.Serialize(fs, this, EbsStateJsonContext.Default.EbsChainState);
-            fs.Flush(flushToDisk: true);
-        }
-        File.Move(tmp, path, overwrite: true);
-        LinuxFile.FsyncDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
-    }
+    public void Save(string path) => StateFile.WriteAtomically(path, fs => JsonSerializer.Serialize(fs, this, EbsStateJsonContext.Default.EbsChainState));
 
     /// <summary>The chain states in a state directory (for `restore latest`, listings).</summary>
     public static IEnumerable<(string Path, EbsChainState State)> All(string stateDir)
@@ -98,6 +88,23 @@ public sealed class EbsChainState
             try { s = Load(f); } catch (RepositoryException) { continue; }
             if (s is not null) yield return (f, s);
         }
+    }
+}
+
+/// <summary>Small state files in the state directory, replaced whole.</summary>
+internal static class StateFile
+{
+    /// <summary>Writes through <paramref name="write"/> into PATH.tmp, fsyncs, renames over PATH and fsyncs the directory.</summary>
+    public static void WriteAtomically(string path, Action<Stream> write)
+    {
+        string tmp = path + ".tmp";
+        using (var fs = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None))
+        {
+            write(fs);
+            fs.Flush(flushToDisk: true);
+        }
+        File.Move(tmp, path, overwrite: true);
+        LinuxFile.FsyncDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
     }
 }
 

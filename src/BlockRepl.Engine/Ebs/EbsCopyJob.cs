@@ -208,17 +208,8 @@ public sealed class EbsCopyJob(IEbsClient from, IEbsClient to, string stateDir, 
         catch (JsonException e) { throw new RepositoryException($"EBS copy state '{path}' is corrupt ({e.Message}); move it away to copy in full again"); }
     }
 
-    private static void Save(string path, EbsCopyState state)
-    {
-        string tmp = path + ".tmp";
-        using (var fs = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None))
-        {
-            JsonSerializer.Serialize(fs, state, EbsCopyJsonContext.Default.EbsCopyState);
-            fs.Flush(flushToDisk: true);
-        }
-        File.Move(tmp, path, overwrite: true);
-        LinuxFile.FsyncDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
-    }
+    private static void Save(string path, EbsCopyState state) =>
+        StateFile.WriteAtomically(path, fs => JsonSerializer.Serialize(fs, state, EbsCopyJsonContext.Default.EbsCopyState));
 }
 
 [JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase)]

@@ -327,15 +327,19 @@ public sealed class EbsReplicator : IBatchObserver, IDisposable
     public void OnBatch(ReadOnlySpan<byte> data, long offset, CancellationToken ct)
     {
         ThrowIfFailed();
-        Span<byte> entry = stackalloc byte[EbsBlockMap.EntrySize];
-        Span<Pending> puts = stackalloc Pending[SourceReader.BatchSize / BlockSize];
+        const int MaxBlocks = SourceReader.BatchSize / BlockSize;
+        Span<Pending> puts = stackalloc Pending[MaxBlocks];
+        // The batch's blocks are consecutive: their map entries are one read.
+        Span<byte> entries = stackalloc byte[MaxBlocks * EbsBlockMap.EntrySize];
+        int blocks = (data.Length + BlockSize - 1) / BlockSize;
+        RandomAccess.Read(_work!, entries[..(blocks * EbsBlockMap.EntrySize)], EbsBlockMap.EntryOffset(offset / BlockSize));
         int count = 0;
-        for (int o = 0; o < data.Length; o += BlockSize)
+        for (int o = 0, k = 0; o < data.Length; o += BlockSize, k++)
         {
             var block = data.Slice(o, Math.Min(BlockSize, data.Length - o));
             long index = (offset + o) / BlockSize;
             SetBit(_visited, index);
-            RandomAccess.Read(_work!, entry, EbsBlockMap.EntryOffset(index));
+            var entry = entries.Slice(k * EbsBlockMap.EntrySize, EbsBlockMap.EntrySize);
             if (ZeroDetector.IsAllZero(block))
             {
                 if (!EbsBlockMap.IsZero(entry)) puts[count++] = new Pending((int)index, o, block.Length, default);

@@ -92,17 +92,19 @@ public static class ChangeMap
         catch (IOException e) { reason = $"change map unreadable: {e.Message}"; h.Dispose(); return null; }
     }
 
-    private static ulong ChecksumEntries(SafeFileHandle h, long chunkCount)
+    private static ulong ChecksumEntries(SafeFileHandle h, long chunkCount) => ChecksumRange(h, HeaderSize, EntryOffset(chunkCount));
+
+    /// <summary>XXH3 of the bytes [<paramref name="start"/>, <paramref name="end"/>) of a state file, read in 1 MiB pieces.</summary>
+    internal static ulong ChecksumRange(SafeFileHandle h, long start, long end)
     {
         var hasher = new XxHash3();
         var buf = System.Buffers.ArrayPool<byte>.Shared.Rent(1 << 20);
         try
         {
-            long end = EntryOffset(chunkCount);
-            for (long o = HeaderSize; o < end;)
+            for (long o = start; o < end;)
             {
                 int n = RandomAccess.Read(h, buf.AsSpan(0, (int)Math.Min(buf.Length, end - o)), o);
-                if (n <= 0) throw new IOException("unexpected end of change map");
+                if (n <= 0) throw new IOException("unexpected end of state file");
                 hasher.Append(buf.AsSpan(0, n));
                 o += n;
             }
