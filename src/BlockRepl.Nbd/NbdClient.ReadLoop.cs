@@ -168,8 +168,13 @@ public sealed partial class NbdClient
     {
         if (request.TryBeginWrite())
         {
+            Interlocked.Increment(ref _writesInProgress);
             try { await _input.ReadExactlyAsync(target).ConfigureAwait(false); }
-            finally { request.EndWrite(); }
+            finally
+            {
+                Interlocked.Decrement(ref _writesInProgress);
+                request.EndWrite();
+            }
         }
         else
         {

@@ -30,6 +30,10 @@ public sealed partial class NbdClient : IAsyncDisposable
     private readonly SemaphoreSlim _writeLock = new(1, 1);
     private readonly byte[] _requestBuffer = new byte[RequestSize];
     private readonly ConcurrentDictionary<ulong, NbdRequest> _pending = new();
+    private int _writesInProgress;
+
+    /// <summary>Replies being received straight into a caller's buffer right now (tests wait on it).</summary>
+    internal int WritesInProgress => Volatile.Read(ref _writesInProgress);
     private readonly TaskCompletionSource _drained = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly int _maxRead;
     private readonly Task _readLoop;

@@ -175,9 +175,12 @@ public sealed class ReplyOrderTests
         using var cts = new CancellationTokenSource();
         var read = client.ReadAsync(0, new byte[512 * 1024], cts.Token).AsTask();
         await halfSent.Task;
-        await Task.Delay(100);
-        cts.Cancel();
-        await Task.Delay(200);
+        // Wait until the reader is inside the caller's buffer (it has the chunk header and part of the payload).
+        using (var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(30)))
+        {
+            while (client.WritesInProgress == 0) await Task.Delay(5, deadline.Token);
+        }
+        cts.Cancel(); // the cancellation callback runs synchronously, so the outcome is settled on return
         Assert.False(read.IsCompleted); // the reader is still filling the caller's buffer: the caller must not have it back yet
         sendRest.SetResult();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => read);
