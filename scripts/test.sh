@@ -37,6 +37,9 @@ REQUIRED=(
   # BlockRepl.Nbd.Tests: real NBD servers and the images they serve
   "qemu-nbd qemu-utils"   # also qemu-img (images, bitmaps) and qemu-io (writes at known offsets)
   "nbdkit nbdkit"         # file plugin with the error, delay and blocksize-policy filters
+  # qcow2:/qmp: sources (dirty bitmaps, checkpoints, fleecing) and the stand-in for a running VM
+  "qemu-storage-daemon qemu-system-common"
+  "nbdcopy libnbd-bin"    # the peer in benchmarks/e2e/nbd.sh and a cross-check in tests
 )
 
 # tests/ebs-js: the official AWS SDK for JavaScript EBS client, run by BlockRepl.Ebs.Endpoint.Tests
