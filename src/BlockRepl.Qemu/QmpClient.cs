@@ -221,7 +221,7 @@ public sealed partial class QmpClient : IAsyncDisposable
         _disposeCts.Dispose();
     }
 
-    private static byte[] BuildRequest(string command, object? arguments, long id)
+    internal static byte[] BuildRequest(string command, object? arguments, long id)
     {
         var buffer = new System.Buffers.ArrayBufferWriter<byte>(256);
         using (var writer = new Utf8JsonWriter(buffer))
