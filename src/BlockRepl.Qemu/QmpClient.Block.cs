@@ -154,8 +154,9 @@ public sealed partial class QmpClient
 
     /// <summary>
     /// <c>block-export-del</c>, then waits (up to <see cref="DefaultTimeout"/>) for <c>BLOCK_EXPORT_DELETED</c>:
-    /// deletion completes asynchronously, and the node stays in use until it has. <paramref name="hard"/>
-    /// drops connected clients; without it QEMU waits for them to disconnect.
+    /// deletion completes asynchronously, and the node stays in use until it has (the event may even come
+    /// before the reply). While a client is attached to the export, the default ("safe") mode is refused with
+    /// <c>GenericError: export 'ID' still in use</c>; <paramref name="hard"/> drops the clients instead.
     /// </summary>
     public async Task NbdExportDelAsync(string id, bool hard = false, CancellationToken ct = default)
     {

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using BlockRepl.TestKit;
 
 namespace BlockRepl.Qemu.Tests;
@@ -178,5 +179,35 @@ public sealed class QemuStorageDaemonTests
         Assert.Equal("cp1", Assert.Single(await qmp.QueryBitmapsAsync("vm")).Name); // the job's unnamed bitmap is gone too
         Assert.Equal(0, await qsd.QuitAsync());
         Assert.Equal("cp1", Assert.Single(Scratch.ImageBitmaps(scratch.Image)).Name);
+    }
+
+    [Fact]
+    public async Task ExportDel_WithAnAttachedClient_IsRefusedInSafeMode_AndHardModeDropsTheClient()
+    {
+        using var scratch = new Scratch();
+        await using var qsd = await QemuStorageDaemon.StartAsync(scratch.Options());
+        await qsd.Qmp.NbdExportAddAsync("x", "vm", "x", writable: false);
+
+        // An interactive qemu-io holds its NBD connection until its stdin closes; its prompt means it is attached.
+        var psi = new ProcessStartInfo("qemu-io") { RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (string a in (string[])["-r", "-f", "raw", $"nbd+unix:///x?socket={qsd.NbdSocketPath}"]) psi.ArgumentList.Add(a);
+        using var client = Process.Start(psi)!;
+        try
+        {
+            var prompt = new char[9];
+            await client.StandardOutput.ReadBlockAsync(prompt).AsTask().WaitAsync(s_wait);
+            Assert.Equal("qemu-io> ", new string(prompt));
+
+            var e = await Assert.ThrowsAsync<QmpException>(() => qsd.Qmp.NbdExportDelAsync("x"));
+            Assert.Equal("export 'x' still in use", e.Description);
+
+            await qsd.Qmp.NbdExportDelAsync("x", hard: true);
+            Assert.Equal(0, (await qsd.Qmp.ExecuteAsync("query-block-exports")).GetArrayLength());
+        }
+        finally
+        {
+            client.StandardInput.Close();
+            if (!client.WaitForExit(10_000)) client.Kill();
+        }
     }
 }
