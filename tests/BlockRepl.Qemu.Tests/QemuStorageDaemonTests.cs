@@ -210,4 +210,42 @@ public sealed class QemuStorageDaemonTests
             if (!client.WaitForExit(10_000)) client.Kill();
         }
     }
+
+    [Fact]
+    public async Task ReadOnlyNode_AcceptsAPersistentBitmap_ButLosesItOnQuit_AndCannotRemoveStoredOnes()
+    {
+        using var scratch = new Scratch();
+        Processes.Run("qemu-img", $"bitmap --add {Processes.Quote(scratch.Image)} old");
+        await using var qsd = await QemuStorageDaemon.StartAsync(new QemuStorageDaemonOptions
+        {
+            ImagePath = scratch.Image, RuntimeDirectory = scratch.Runtime, NodeName = "vm", Writable = false,
+        });
+        Assert.Equal(["auto"], Assert.Single(Scratch.ImageBitmaps(scratch.Image)).Flags); // no write lock, no in-use mark
+
+        await qsd.Qmp.BitmapAddAsync("vm", "p", persistent: true); // QEMU 7.2 does not refuse this…
+        var e = await Assert.ThrowsAsync<QmpException>(() => qsd.Qmp.BitmapRemoveAsync("vm", "old"));
+        Assert.Equal("Bitmap 'old' is readonly and cannot be modified", e.Description);
+
+        Assert.Equal(0, await qsd.QuitAsync());
+        Assert.Equal(["old"], Scratch.ImageBitmaps(scratch.Image).Select(b => b.Name)); // …but drops it on close
+        Assert.Contains("Lost persistent bitmaps during inactivation of node 'vm': No write access", qsd.Stderr, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task RawImage_Starts_ButRefusesPersistentBitmaps()
+    {
+        using var scratch = new Scratch();
+        string raw = scratch.File("disk.raw");
+        using (var f = File.Create(raw)) f.SetLength(16 * Mi);
+        await using var qsd = await QemuStorageDaemon.StartAsync(new QemuStorageDaemonOptions
+        {
+            ImagePath = raw, RuntimeDirectory = scratch.Runtime, NodeName = "vm", Format = "raw",
+        });
+
+        Assert.Equal(16 * Mi, await qsd.Qmp.QueryNodeSizeAsync("vm"));
+        var e = await Assert.ThrowsAsync<QmpException>(() => qsd.Qmp.BitmapAddAsync("vm", "p", persistent: true));
+        Assert.Equal("Can't store persistent bitmaps to vm: Operation not supported", e.Description);
+        await qsd.Qmp.BitmapAddAsync("vm", "t", persistent: false);
+        Assert.Equal("t", Assert.Single(await qsd.Qmp.QueryBitmapsAsync("vm")).Name);
+    }
 }
