@@ -217,7 +217,8 @@ public sealed partial class QmpClient : IAsyncDisposable
         Fail(QmpException.Create(QmpErrorKind.Transport, SocketPath, null, "the client was closed"));
         _reader.Dispose();
         await _stream.DisposeAsync().ConfigureAwait(false);
-        _writeLock.Dispose();
+        // _writeLock is not disposed: a concurrent caller may still be inside WaitAsync, and a SemaphoreSlim
+        // whose wait handle was never created holds nothing to free.
         _disposeCts.Dispose();
     }
 
