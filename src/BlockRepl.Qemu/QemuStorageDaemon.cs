@@ -84,7 +84,7 @@ public sealed partial class QemuStorageDaemon : IAsyncDisposable
         Directory.CreateDirectory(runtime);
         string qmpSocket = Path.Combine(runtime, QmpSocketName);
         string nbdSocket = Path.Combine(runtime, NbdSocketName);
-        foreach (string socket in (string[])[qmpSocket, nbdSocket])
+        foreach (string socket in (string[])[qmpSocket, nbdSocket, SecondSocket(qmpSocket)])
         {
             if (Encoding.UTF8.GetByteCount(socket) > MaxSocketPathBytes)
                 throw new ArgumentException($"socket path {socket} is longer than {MaxSocketPathBytes} bytes (the unix socket limit): use a shorter runtime directory", nameof(options));
@@ -128,6 +128,9 @@ public sealed partial class QemuStorageDaemon : IAsyncDisposable
     {
         string readOnly = options.Writable ? "" : ",read-only=on";
         string node = options.NodeName;
+        string[] second = options.SecondMonitor
+            ? ["--chardev", $"socket,id=qmp1,path={EscapeOption(SecondSocket(qmpSocket))},server=on,wait=off", "--monitor", "chardev=qmp1"]
+            : [];
         return
         [
             "--blockdev", $"driver=file,node-name={node}-file,filename={EscapeOption(image)}{readOnly}",
@@ -135,8 +138,14 @@ public sealed partial class QemuStorageDaemon : IAsyncDisposable
             "--chardev", $"socket,id=qmp0,path={EscapeOption(qmpSocket)},server=on,wait=off",
             "--monitor", "chardev=qmp0",
             "--nbd-server", $"addr.type=unix,addr.path={EscapeOption(nbdSocket)}",
+            .. second,
         ];
     }
+
+    private static string SecondSocket(string qmpSocket) => Path.Combine(Path.GetDirectoryName(qmpSocket)!, "qmp2.sock");
+
+    /// <summary>The second monitor's socket (<see cref="QemuStorageDaemonOptions.SecondMonitor"/>).</summary>
+    public string SecondQmpSocketPath => SecondSocket(QmpSocketPath);
 
     /// <summary>QEMU option values end at a comma; a literal comma is written twice.</summary>
     internal static string EscapeOption(string value) => value.Replace(",", ",,", StringComparison.Ordinal);
@@ -221,6 +230,7 @@ public sealed partial class QemuStorageDaemon : IAsyncDisposable
         if (_qmp is not null) await _qmp.DisposeAsync().ConfigureAwait(false);
         _process.Dispose();
         TryDelete(QmpSocketPath);
+        TryDelete(SecondQmpSocketPath);
         TryDelete(NbdSocketPath);
     }
 

@@ -21,6 +21,13 @@ public sealed class QemuStorageDaemonOptions
     /// </summary>
     public bool Writable { get; init; } = true;
 
+    /// <summary>
+    /// Also open a second QMP monitor on <c>qmp2.sock</c> (<see cref="QemuStorageDaemon.SecondQmpSocketPath"/>): a
+    /// monitor serves one client at a time, and the daemon's own client holds the first, so another program (a
+    /// backup tool driving checkpoints while tests play the VM) needs its own, as a real VM would give it.
+    /// </summary>
+    public bool SecondMonitor { get; init; }
+
     /// <summary>Limit for the daemon to come up (QMP greeting) and for each QMP call. Default 30 s.</summary>
     public TimeSpan Timeout { get; init; } = TimeSpan.FromSeconds(30);
 

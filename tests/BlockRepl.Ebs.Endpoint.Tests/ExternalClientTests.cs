@@ -189,11 +189,13 @@ public class EbsEndpointCommandTests
         try
         {
             var uri = await ReadyAsync(p);
-            using var http = new HttpClient();
-            var r = await http.PostAsync(new Uri(uri, "/snapshots"), new StringContent("""{"VolumeSize":1}"""));
-            Assert.Equal(System.Net.HttpStatusCode.Created, r.StatusCode);
+            using (var http = new HttpClient())
+            {
+                var r = await http.PostAsync(new Uri(uri, "/snapshots"), new StringContent("""{"VolumeSize":1}"""));
+                Assert.Equal(System.Net.HttpStatusCode.Created, r.StatusCode);
+            } // no keep-alive connection left for the graceful shutdown to wait on
             Assert.Equal(0, Kill(p.Id, 2));
-            Assert.True(p.WaitForExit(15000));
+            Assert.True(p.WaitForExit(60000), "the endpoint did not stop within 60 s of SIGINT");
             Assert.Contains("SigV4 verification is OFF", await p.StandardError.ReadToEndAsync(), StringComparison.Ordinal);
         }
         finally

@@ -274,13 +274,14 @@ public sealed class EbsReplicationTests : IAsyncLifetime
     [Fact]
     public async Task A_pending_snapshot_past_its_timeout_is_replaced_by_a_new_one_with_the_right_parent()
     {
-        // One "minute" of StartSnapshot's Timeout lasts 100 ms here: --ebs-timeout 10 expires after 1 s idle.
+        // One "minute" of StartSnapshot's Timeout lasts 100 ms here: --ebs-timeout 40 expires after 4 s idle (long
+        // enough that a run on a loaded machine never idles that long between puts, short enough to wait out).
         await using var ebs = await EbsEndpoint.StartAsync(d => EbsEndpoint.Default(d, putRate: 100, minute: TimeSpan.FromMilliseconds(100)));
         string img = _dir.File("disk.img");
         long size = 200L * Block;
         DiskImages.Random(img, size, seed: 31);
-        string[] args = ["backup", img, "--repo", "ebs://us-east-1", "--ebs-endpoint-url", ebs.Url.ToString(), "--ebs-timeout", "10"];
-        var full = Json(ebs, args);
+        string[] args = ["backup", img, "--repo", "ebs://us-east-1", "--ebs-endpoint-url", ebs.Url.ToString(), "--ebs-timeout", "40"];
+        var full = Json(ebs, args[..^2]);
         string parent = full.Str("snapshotId");
         WriteLoad.ScatteredWrites(img, 150, 4096, seed: 8);
 

@@ -30,6 +30,8 @@ public sealed class EbsPending
     public int TimeoutMinutes { get; init; }
     /// <summary>CompleteSnapshot was sent (the journal was fsynced first): only waiting and sealing are left.</summary>
     public bool CompleteRequested { get; set; }
+    /// <summary>The change-tracking checkpoint of the read that filled the snapshot; recorded with CompleteRequested.</summary>
+    public string? TrackingCheckpoint { get; set; }
 }
 
 /// <summary>
@@ -48,6 +50,8 @@ public sealed class EbsChainState
     public string? KmsKeyArn { get; set; }
     public string? LastSnapshotId { get; set; }
     public long LastVolumeBytes { get; set; }
+    /// <summary>The change-tracking checkpoint (docs/tracking.md) the last snapshot's block map was taken at, or null.</summary>
+    public string? TrackingCheckpoint { get; set; }
     public List<EbsSnapshotRecord> History { get; set; } = [];
     public EbsPending? Pending { get; set; }
 

@@ -68,6 +68,7 @@ public sealed class EbsReplicator : IBatchObserver, IDisposable
     private long _blockCount, _volumeBytes;
     private string _mode = "FULL";
     private string? _rescanReason;
+    private ReadPlan _plan = ReadPlan.Full;
     private int _resumedBlocks;
     private bool _resumed;
 
@@ -96,8 +97,10 @@ public sealed class EbsReplicator : IBatchObserver, IDisposable
         await PrepareAsync(source, ct).ConfigureAwait(false);
         if (!_pending.CompleteRequested)
         {
+            var plan = ReadPlan.Begin(source, [TrackingBase], _mode == "INCREMENTAL", ct);
+            OnReadPlan(plan);
             Progress.Phase = _mode == "FULL" ? "full sync" : _mode == "RESCAN" ? "rescan" : "incremental";
-            await Task.Factory.StartNew(() => SourceReader.Scan(source, workers, this, Progress, dropCache, ct),
+            await Task.Factory.StartNew(() => SourceReader.Scan(source, plan, workers, this, Progress, dropCache, ct),
                 ct, TaskCreationOptions.LongRunning, TaskScheduler.Default).ConfigureAwait(false);
         }
         return await FinishAsync(ct).ConfigureAwait(false);
@@ -323,10 +326,28 @@ public sealed class EbsReplicator : IBatchObserver, IDisposable
 
     private readonly record struct Pending(int Index, int Offset, int Length, BlockHash Hash);
 
+    /// <summary>The checkpoint the last snapshot's block map was taken at, when that map is what this run compares with.</summary>
+    public string? TrackingBase => _mode == "INCREMENTAL" ? _state.TrackingCheckpoint : null;
+
+    public void OnReadPlan(ReadPlan plan)
+    {
+        if (_pending.CompleteRequested) return; // the snapshot's content is settled; this read is not for it
+        _plan = plan;
+        if (_mode == "INCREMENTAL" && plan.RescanReason(TrackingBase) is { } lost)
+        {
+            _mode = "RESCAN";
+            _rescanReason = lost;
+            _log.Information("EBS: rescan against {Parent}: {Reason}", _state.LastSnapshotId, lost);
+        }
+        if (plan.ChangedOnly) Progress.TotalBytes = plan.PlannedBytes;
+    }
+
     /// <summary>Compares every 512 KiB block of a batch with the working map and puts those that differ.</summary>
     public void OnBatch(ReadOnlySpan<byte> data, long offset, CancellationToken ct)
     {
         ThrowIfFailed();
+        // A resumed snapshot that was already completed takes no more blocks: it only waits and seals.
+        if (_pending.CompleteRequested) return;
         const int MaxBlocks = SourceReader.BatchSize / BlockSize;
         Span<Pending> puts = stackalloc Pending[MaxBlocks];
         // The batch's blocks are consecutive: their map entries are one read.
@@ -424,14 +445,19 @@ public sealed class EbsReplicator : IBatchObserver, IDisposable
         {
             if (!_pending.CompleteRequested)
             {
-                Progress.Phase = "EBS: zero-filling holes";
-                await Task.Run(() => PutHoles(ct), ct).ConfigureAwait(false);
+                // A full read skipped holes: blocks it never saw read as zeros. A changed-only read saw every change.
+                if (!_plan.ChangedOnly)
+                {
+                    Progress.Phase = "EBS: zero-filling holes";
+                    await Task.Run(() => PutHoles(ct), ct).ConfigureAwait(false);
+                }
                 Progress.Phase = "EBS: waiting for puts";
                 await DrainAsync().ConfigureAwait(false);
                 ct.ThrowIfCancellationRequested();
                 _journal!.Sync();
                 var (count, linear) = Linear();
                 _pending.CompleteRequested = true;
+                _pending.TrackingCheckpoint = _plan.Checkpoint;
                 _state.Save(_statePath);
                 Progress.Phase = "EBS: completing";
                 status = await _client.CompleteSnapshotAsync(id, count, linear, ct).ConfigureAwait(false);
@@ -461,6 +487,8 @@ public sealed class EbsReplicator : IBatchObserver, IDisposable
             if (_state.History.Count > EbsChainState.HistoryLimit) _state.History.RemoveRange(0, _state.History.Count - EbsChainState.HistoryLimit);
             _state.LastSnapshotId = id;
             _state.LastVolumeBytes = _volumeBytes;
+            // The checkpoint of the read that filled this snapshot (a resumed completion keeps the earlier run's).
+            _state.TrackingCheckpoint = _pending.TrackingCheckpoint;
             _state.Pending = null;
             _state.Save(_statePath);
             _journal!.Dispose();

@@ -114,6 +114,22 @@ public sealed class BackupJob
             }
         }
 
+        // A tracked source (QEMU dirty bitmaps) fixes its point in time now and may say what changed since the
+        // checkpoint the maps were taken at; then only that is read. Otherwise everything is read and compared by hash.
+        string trackingPath = mapPath + TrackingRecord.Extension;
+        string? trackingBase = mode == "INCREMENTAL" ? TrackingRecord.Read(trackingPath, oldHeader!.SnapshotId) : null;
+        var observer = _options.Observer;
+        string?[] bases = observer is null ? [trackingBase] : [trackingBase, observer.TrackingBase];
+        var plan = ReadPlan.Begin(source, bases, mode == "INCREMENTAL" && (observer is null || observer.TrackingBase is not null), ct);
+        if (mode == "INCREMENTAL" && plan.RescanReason(trackingBase) is { } lost)
+        {
+            mode = "RESCAN";
+            reason = lost;
+            _log.Information("Rescan of {Source} against recovery point {Parent}: {Reason}", source.Path, parent!.Id[..8], reason);
+        }
+        observer?.OnReadPlan(plan);
+        if (plan.ChangedOnly) Progress.TotalBytes = plan.PlannedBytes;
+
         if (_options.DirectIo && !source.TryEnableDirectIo())
             _log.Warning("{Source}: the filesystem refuses O_DIRECT; reading through the page cache", source.Path);
         var c = new Counters();
@@ -124,11 +140,13 @@ public sealed class BackupJob
         long objectsWritten;
         try
         {
-            using (var newMap = ChangeMap.CreateWorking(workPath, chunkCount))
+            // A changed-only read leaves the other chunks as they were: the new map starts as a copy of the old one.
+            using (var newMap = plan.ChangedOnly ? ChangeMap.CreateWorkingFrom(mapPath, workPath, chunkCount) : ChangeMap.CreateWorking(workPath, chunkCount))
             {
                 Progress.Phase = mode == "FULL" ? "full backup" : mode == "RESCAN" ? "rescan" : "incremental";
-                _log.Debug("{Mode} of {Source}: prepared in {Ms} ms", mode, source.Path, started.ElapsedMilliseconds);
-                RunPipeline(source, oldMap, newMap, packs, c, ct);
+                _log.Debug("{Mode} of {Source}: prepared in {Ms} ms{Plan}", mode, source.Path, started.ElapsedMilliseconds,
+                    plan.ChangedOnly ? $", {plan.Ranges!.Count} changed ranges ({plan.PlannedBytes} bytes)" : "");
+                RunPipeline(source, plan, oldMap, newMap, packs, c, ct);
                 _log.Debug("scan finished at {Ms} ms", started.ElapsedMilliseconds);
                 oldMap?.Dispose();
                 oldMap = null;
@@ -159,7 +177,7 @@ public sealed class BackupJob
                     Tags = _options.Tags,
                 };
                 var stats = manifest.Stats;
-                stats.ScannedBytes = size;
+                stats.ScannedBytes = plan.ChangedOnly ? plan.PlannedBytes : size;
                 stats.ZeroBytes = c.Zero + c.Holes;
                 stats.HoleBytes = c.Holes;
                 stats.ChangedBytes = c.Changed;
@@ -183,6 +201,9 @@ public sealed class BackupJob
             }
             File.Move(workPath, mapPath, overwrite: true);
             LinuxFile.FsyncDirectory(_options.StateDir);
+            // Only after the map: a record naming another recovery point than the map's is ignored.
+            if (plan.Checkpoint is not null) TrackingRecord.Write(trackingPath, plan.Checkpoint, id);
+            else TryDelete(trackingPath);
             _log.Debug("committed at {Ms} ms", started.ElapsedMilliseconds);
         }
         catch
@@ -229,7 +250,7 @@ public sealed class BackupJob
         return h;
     }
 
-    private void RunPipeline(IBlockSource source, SafeFileHandle? oldMap, SafeFileHandle newMap, PackWriter packs, Counters c, CancellationToken outerCt)
+    private void RunPipeline(IBlockSource source, ReadPlan plan, SafeFileHandle? oldMap, SafeFileHandle newMap, PackWriter packs, Counters c, CancellationToken outerCt)
     {
         int workers = Math.Max(1, _options.Workers);
         int bufferCount = workers * 2 + 2;
@@ -257,7 +278,7 @@ public sealed class BackupJob
 
         var reader = new Thread(() =>
         {
-            try { c.Holes = SourceReader.ReadLoop(source, free, work, Progress, ct); }
+            try { c.Holes = SourceReader.ReadLoop(source, plan, free, work, Progress, ct); }
             catch (OperationCanceledException) { }
             catch (Exception e) { Fail(e); }
             finally { work.Complete(); }

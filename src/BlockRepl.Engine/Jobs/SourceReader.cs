@@ -13,10 +13,17 @@ internal readonly record struct ReadBatch(byte[] Buffer, int Start, long Offset,
 /// <summary>
 /// Sees every batch the backup reader produced, on the worker thread that processes it, before its buffer is
 /// reused: how one read of the source feeds a second target (an EBS snapshot chain) in the same run.
-/// Batches start on <see cref="SourceReader.BatchSize"/> boundaries; holes skipped by SEEK_DATA are never passed.
+/// Batches start on 512 KiB block boundaries and never cross a <see cref="SourceReader.BatchSize"/> boundary.
 /// </summary>
 public interface IBatchObserver
 {
+    /// <summary>The change-tracking checkpoint the observer's map was taken at (see <see cref="ITrackedSource"/>), or null.</summary>
+    string? TrackingBase { get; }
+
+    /// <summary>Before the first batch: what this run reads. A full read skips holes (they read as zeros); a
+    /// changed-only read passes every changed range, holes included, and leaves the rest unchanged.</summary>
+    void OnReadPlan(ReadPlan plan);
+
     void OnBatch(ReadOnlySpan<byte> data, long offset, CancellationToken ct);
 }
 
@@ -29,30 +36,76 @@ internal static class SourceReader
     /// <summary>Pinned buffers with room to start on a page boundary: O_DIRECT reads DMA straight into them.</summary>
     public static byte[] NewBuffer() => GC.AllocateUninitializedArray<byte>(BatchSize + BlockSource.DirectAlignment, pinned: true);
 
-    /// <summary>Reads the source front to back into free buffers, skipping holes; returns the hole bytes skipped.</summary>
-    public static long ReadLoop(IBlockSource source, BoundedQueue<byte[]> free, BoundedQueue<ReadBatch> work, Jobs.JobProgress progress, CancellationToken ct)
+    /// <summary>
+    /// Reads what <paramref name="plan"/> asks for, front to back, into free buffers: every data range of the source
+    /// (holes skipped and counted), or only the changed ranges (holes inside them passed on as zero batches, since a
+    /// range that became zero must replicate as zeros). Returns the hole bytes skipped.
+    /// </summary>
+    public static long ReadLoop(IBlockSource source, ReadPlan plan, BoundedQueue<byte[]> free, BoundedQueue<ReadBatch> work, Jobs.JobProgress progress, CancellationToken ct)
     {
         long size = source.Size;
-        long pos = 0, holes = 0;
-        while (pos < size)
+        if (plan.Ranges is null)
         {
-            long next = source.NextData(pos);
-            if (next >= size) { holes += size - pos; break; }
-            long start = next - next % BatchSize;
-            if (start < pos) start = pos;
-            holes += start - pos;
-            int len = (int)Math.Min(BatchSize, size - start);
+            long holes = ReadRange(source, 0, size, zeroFillHoles: false, 0, free, work, progress, ct);
+            progress.DoneBytes = size;
+            return holes;
+        }
+        long done = 0;
+        foreach (var r in plan.Ranges)
+        {
+            if (r.Offset < 0 || r.End > size || r.Offset % BatchAlignment != 0)
+                throw new SourceException($"source '{source.Path}' reported a changed range {r.Offset}+{r.Length} outside its {size} bytes or off the 512 KiB grid");
+            ReadRange(source, r.Offset, r.End, zeroFillHoles: true, done, free, work, progress, ct);
+            done += r.Length;
+        }
+        progress.DoneBytes = done;
+        return 0;
+    }
+
+    /// <summary>Batches start on this boundary (a 512 KiB EBS block: also a multiple of every chunk size).</summary>
+    public const int BatchAlignment = Core.Formats.ChunkGeometry.BlockSize;
+
+    private static long ReadRange(IBlockSource source, long from, long to, bool zeroFillHoles, long doneBefore,
+        BoundedQueue<byte[]> free, BoundedQueue<ReadBatch> work, Jobs.JobProgress progress, CancellationToken ct)
+    {
+        long pos = from, holes = 0;
+        while (pos < to)
+        {
+            long next = Math.Min(source.NextData(pos), to);
+            long start;
+            bool zero = false;
+            if (next >= to && !zeroFillHoles) { holes += to - pos; break; }
+            if (zeroFillHoles)
+            {
+                // [pos, next) reads as zeros: whole 512 KiB blocks of it are passed on without a read.
+                start = pos;
+                next -= next % BatchAlignment;
+                zero = next > pos;
+            }
+            else
+            {
+                start = next - next % BatchSize;
+                if (start < pos) start = pos;
+                holes += start - pos;
+            }
+            // Batches end on BatchSize boundaries (and at a zero run's end), so full reads keep their alignment.
+            long end = Math.Min(to, start - start % BatchSize + BatchSize);
+            if (zero) end = Math.Min(end, next);
+            int len = (int)(end - start);
             ct.ThrowIfCancellationRequested();
             free.TryTake(out var buf);
             int align = AlignedStart(buf!);
-            int n = source.ReadBatch(buf.AsMemory(align), start, len);
-            if (n != len)
-                throw new SourceException($"source '{source.Path}' ended at {start + n} bytes, expected {size}: was it truncated during the backup?");
-            pos = start + len;
-            progress.DoneBytes = pos;
+            if (zero) buf.AsSpan(align, len).Clear();
+            else
+            {
+                int n = source.ReadBatch(buf.AsMemory(align), start, len);
+                if (n != len)
+                    throw new SourceException($"source '{source.Path}' ended at {start + n} bytes, expected {source.Size}: was it truncated during the backup?");
+            }
+            pos = end;
+            progress.DoneBytes = doneBefore + (pos - from);
             work.Add(new ReadBatch(buf!, align, start, len));
         }
-        progress.DoneBytes = size;
         return holes;
     }
 
@@ -66,7 +119,7 @@ internal static class SourceReader
     /// Reads the whole source once with one reader thread and <paramref name="workers"/> threads that hand
     /// each batch to <paramref name="observer"/>. Memory is bounded by 2×workers+2 batch buffers. Returns hole bytes.
     /// </summary>
-    public static long Scan(IBlockSource source, int workers, IBatchObserver observer, Jobs.JobProgress progress, bool dropCache, CancellationToken outerCt)
+    public static long Scan(IBlockSource source, ReadPlan plan, int workers, IBatchObserver observer, Jobs.JobProgress progress, bool dropCache, CancellationToken outerCt)
     {
         workers = Math.Max(1, workers);
         int bufferCount = workers * 2 + 2;
@@ -86,7 +139,7 @@ internal static class SourceReader
 
         var reader = new Thread(() =>
         {
-            try { holes = ReadLoop(source, free, work, progress, ct); }
+            try { holes = ReadLoop(source, plan, free, work, progress, ct); }
             catch (OperationCanceledException) { }
             catch (Exception e) { Fail(e); }
             finally { work.Complete(); }

@@ -42,6 +42,19 @@ public static class ChangeMap
         return h;
     }
 
+    /// <summary>
+    /// Creates the working file of a run that reads only changed ranges: a copy of the sealed map at
+    /// <paramref name="sealedPath"/> with its header zeroed (invalid) until <see cref="Seal"/>.
+    /// </summary>
+    public static SafeFileHandle CreateWorkingFrom(string sealedPath, string path, long chunkCount)
+    {
+        File.Copy(sealedPath, path, overwrite: true);
+        var h = File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite, FileShare.Read);
+        RandomAccess.Write(h, new byte[HeaderSize], 0);
+        RandomAccess.SetLength(h, EntryOffset(chunkCount));
+        return h;
+    }
+
     /// <summary>Computes the entries' checksum, writes the header and fsyncs. The caller then renames into place.</summary>
     public static void Seal(SafeFileHandle h, string path, long chunkCount, Header header)
     {

@@ -41,7 +41,9 @@ public sealed class BlockSource : IBlockSource
 
     /// <summary>Opens an image file, a block device or an NBD URI (<see cref="NbdBlockSource"/>).</summary>
     public static IBlockSource OpenAny(string pathOrUri) =>
-        NbdBlockSource.IsNbd(pathOrUri) ? NbdBlockSource.Open(pathOrUri) : Open(pathOrUri);
+        NbdBlockSource.IsNbd(pathOrUri) ? NbdBlockSource.Open(pathOrUri)
+        : QemuSource.IsQemu(pathOrUri) ? QemuSource.Open(pathOrUri)
+        : Open(pathOrUri);
 
     /// <summary>Opens a source, with one clear <see cref="SourceException"/> for every way it can be wrong.</summary>
     public static BlockSource Open(string path)
