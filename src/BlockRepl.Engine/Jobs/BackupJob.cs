@@ -86,6 +86,7 @@ public sealed class BackupJob
 
         var snapshots = await _repo.ListSnapshotsAsync(
             (key, e) => _log.Warning("Ignoring unreadable manifest {Key}: {Error} (run 'blockrepl verify')", key, e.Message), ct).ConfigureAwait(false);
+        _log.Debug("{Count} recovery points listed at {Ms} ms", snapshots.Count, started.ElapsedMilliseconds);
         SafeFileHandle? oldMap = ChangeMap.TryOpen(mapPath, chunkSize, size, _repo.Config.RepoId, out var oldHeader, out string? reason);
         Manifest? parent = null;
         string mode;
@@ -128,6 +129,7 @@ public sealed class BackupJob
             _log.Information("Rescan of {Source} against recovery point {Parent}: {Reason}", source.Path, parent!.Id[..8], reason);
         }
         observer?.OnReadPlan(plan);
+        _log.Debug("read plan ready at {Ms} ms", started.ElapsedMilliseconds);
         if (plan.ChangedOnly) Progress.TotalBytes = plan.PlannedBytes;
 
         if (_options.DirectIo && !source.TryEnableDirectIo())

@@ -16,6 +16,7 @@ public sealed class NbdBlockSource : IBlockSource
     private IReadOnlyList<NbdExtent> _extents = [];
     private int _extentIndex;
     private const long StatusWindow = 1L << 30;
+    private const int ConcurrentPiece = 512 * 1024;
 
     private NbdBlockSource(string text, NbdClient client)
     {
@@ -88,7 +89,26 @@ public sealed class NbdBlockSource : IBlockSource
     {
         int n = (int)Math.Min(length, Size - offset);
         if (n <= 0) return 0;
-        try { _client.ReadAsync(offset, alignedBuffer[..n]).AsTask().GetAwaiter().GetResult(); }
+        try
+        {
+            // Several requests in flight: the server overlaps its reads, and the socket never idles between them.
+            if (n <= ConcurrentPiece) _client.ReadAsync(offset, alignedBuffer[..n]).AsTask().GetAwaiter().GetResult();
+            else
+            {
+                int pieces = (n + ConcurrentPiece - 1) / ConcurrentPiece;
+                var tasks = new Task[pieces];
+                for (int i = 0; i < pieces; i++)
+                {
+                    int start = i * ConcurrentPiece, len = Math.Min(ConcurrentPiece, n - start);
+                    tasks[i] = _client.ReadAsync(offset + start, alignedBuffer.Slice(start, len)).AsTask();
+                }
+                Task.WaitAll(tasks);
+            }
+        }
+        catch (AggregateException e) when (e.InnerException is NbdException inner)
+        {
+            throw new SourceException($"source '{Path}': read of {n} bytes at {offset} failed: {inner.Message}", inner);
+        }
         catch (NbdException e) { throw new SourceException($"source '{Path}': read of {n} bytes at {offset} failed: {e.Message}", e); }
         return n;
     }

@@ -236,7 +236,9 @@ public sealed partial class QemuSource : ITrackedSource
                 exportNode = active.FleeceNode;
             }
             _active = active;
+            var clock = System.Diagnostics.Stopwatch.StartNew();
             await _qmp.TransactionAsync([.. actions], ct).ConfigureAwait(false);
+            _log.Debug("{Source}: transaction in {Ms} ms", Path, clock.ElapsedMilliseconds);
             _log.Debug("{Source}: checkpoint {Bitmap} begun{Since}", Path, active.NewBitmap, since is null ? "" : " (changes since " + since[0] + ")");
 
             string nbdSocket = _nbdSocket ?? await StartNbdServerAsync(ct).ConfigureAwait(false);
@@ -248,6 +250,7 @@ public sealed partial class QemuSource : ITrackedSource
 
             IReadOnlyList<ByteRange>? changed = null;
             if (active.TempBitmap is not null) changed = await DirtyRangesAsync(NbdUri.Unix(nbdSocket, exportName), active.TempBitmap, ct).ConfigureAwait(false);
+            _log.Debug("{Source}: export and {Count} changed ranges at {Ms} ms", Path, changed?.Count, clock.ElapsedMilliseconds);
             _reader = NbdBlockSource.Open(uri, ct);
             if (_reader.Size != Size)
                 throw new SourceException($"source '{Path}': the exported view is {_reader.Size} bytes, the node {Size}");
