@@ -69,7 +69,7 @@ pristine() { # $1 bytes -> path
 change() { # $1 image, $2 image bytes, $3 change bytes, $4 seed
   awk -v n=$(($3 / 65536)) -v slots=$(($2 / 65536)) -v seed="$4" 'BEGIN {
     srand(seed); for (i = 0; i < n; i++) { do { s = int(rand() * slots) } while (s in seen); seen[s] = 1;
-      printf "write -P 0x%02x %d 64k\n", 1 + int(rand() * 254), s * 65536 } }' > "$WORK/writes.txt"
+      printf "write -P 0x%02x %.0f 64k\n", 1 + int(rand() * 254), s * 65536 } }' > "$WORK/writes.txt"
   qemu-io -f qcow2 "$1" < "$WORK/writes.txt" > /dev/null
 }
 

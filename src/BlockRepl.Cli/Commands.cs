@@ -107,7 +107,7 @@ internal static class Commands
 
         if (location is null)
         {
-            var r = await WithTracking(source, () => WithProgress(ebs!.Progress, a, () => ebs.RunAsync(source, Workers(a), a.Flag("--drop-cache"), ct)), ct).ConfigureAwait(false);
+            var r = await TrackedRun.RunAsync(source, () => WithProgress(ebs!.Progress, a, () => ebs.RunAsync(source, Workers(a), a.Flag("--drop-cache"), ct)), ct).ConfigureAwait(false);
             if (json) WriteJson(w => EbsCommands.Write(w, r));
             else EbsCommands.Print(r);
             return ExitCodes.Ok;
@@ -128,7 +128,7 @@ internal static class Commands
         await using (repo.ConfigureAwait(false))
         {
             if (created) Log.Information("Created repository {Repo}", repo.Location);
-            var (result, ebsResult) = await WithTracking(source, async () =>
+            var (result, ebsResult) = await TrackedRun.RunAsync(source, async () =>
             {
                 if (ebs is not null) await ebs.PrepareAsync(source, ct).ConfigureAwait(false);
                 var job = new BackupJob(repo, options, Log.Logger);
@@ -145,24 +145,6 @@ internal static class Commands
             }
         }
         return ExitCodes.Ok;
-    }
-
-    /// <summary>
-    /// Runs the targets of one read of a tracked source (QEMU dirty bitmaps): the new checkpoint is committed only
-    /// when every target recorded it; on any failure the source keeps every recorded change for the next run.
-    /// </summary>
-    internal static async Task<T> WithTracking<T>(IBlockSource source, Func<Task<T>> run, CancellationToken ct)
-    {
-        if (source is not ITrackedSource tracked) return await run().ConfigureAwait(false);
-        T result;
-        try { result = await run().ConfigureAwait(false); }
-        catch
-        {
-            tracked.AbortCheckpoint();
-            throw;
-        }
-        tracked.CommitCheckpoint(ct);
-        return result;
     }
 
     internal static void PrintBackup(BackupResult r)

@@ -17,22 +17,13 @@ internal static partial class EbsCommands
         ["--ebs-endpoint-url", "--ebs-tag", "--ebs-description", "--ebs-kms-key", "--ebs-timeout", "--ebs-parent", "--profile"];
     public static readonly string[] TargetFlags = ["--ebs-encrypted", "--ebs-no-wait", "--ebs-new-chain"];
 
-    public static bool IsEbs(string location) => location.StartsWith(Scheme, StringComparison.OrdinalIgnoreCase);
-
-    [GeneratedRegex("^[a-z]{2}(-[a-z0-9]+)+-[0-9]+$|^[a-z0-9][a-z0-9-]{0,40}$")]
-    private static partial Regex RegionPattern();
+    public static bool IsEbs(string location) => EbsTargets.IsEbs(location);
 
     [GeneratedRegex("^snap-[0-9a-f]{1,59}$")]
     private static partial Regex SnapshotPattern();
 
     /// <summary><c>ebs://REGION</c> → the region (with a clear error for anything else).</summary>
-    public static string Region(string location)
-    {
-        string rest = location[Scheme.Length..].TrimEnd('/');
-        if (rest.Length == 0 || rest.Contains('/') || !RegionPattern().IsMatch(rest))
-            throw new UsageException($"'{location}': an EBS target is ebs://REGION, e.g. ebs://us-east-1");
-        return rest;
-    }
+    public static string Region(string location) => EbsTargets.Region(location);
 
     public static string SnapshotId(string text)
     {
@@ -40,18 +31,7 @@ internal static partial class EbsCommands
         return text;
     }
 
-    public static IEbsClient Client(string region, string? endpointUrl, string? profile)
-    {
-        Uri? endpoint = null;
-        if (endpointUrl is not null && (!Uri.TryCreate(endpointUrl, UriKind.Absolute, out endpoint) || (endpoint.Scheme != "http" && endpoint.Scheme != "https")))
-            throw new UsageException($"--endpoint-url '{endpointUrl}': give an http:// or https:// URL");
-        // Without an endpoint override the region names a real AWS endpoint: refuse a typo before any network call.
-        bool overridden = endpoint is not null || !string.IsNullOrEmpty(Environment.GetEnvironmentVariable("AWS_ENDPOINT_URL_EBS"))
-            || !string.IsNullOrEmpty(Environment.GetEnvironmentVariable("AWS_ENDPOINT_URL"));
-        if (!overridden && !Amazon.RegionEndpoint.EnumerableAllRegions.Any(r => r.SystemName == region))
-            throw new UsageException($"ebs://{region}: unknown AWS region; use a region such as us-east-1, or --ebs-endpoint-url for another endpoint");
-        return EbsClient.Create(new EbsClientOptions { Region = region, EndpointUrl = endpoint, Profile = profile });
-    }
+    public static IEbsClient Client(string region, string? endpointUrl, string? profile) => EbsTargets.CreateClient(region, endpointUrl, profile);
 
     public static EbsTargetOptions TargetOptions(Args a, string host)
     {

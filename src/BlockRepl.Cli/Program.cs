@@ -24,9 +24,12 @@ namespace BlockRepl.Cli
               blockrepl init --repo <dir> [--chunk-size 64K] [--storage-class C]
               blockrepl demo [--size 1G] [--keep] [--dir DIR]
               blockrepl ebs-endpoint --data DIR [--listen 127.0.0.1:PORT] [--no-auth] [--put-rate N] [--minute 60s] ... (docs/ebs-endpoint.md)
+              blockrepl daemon [--config /etc/blockrepl/blockrepl.json] [--setting=value]...   (docs/daemon.md)
+              blockrepl status [--url http://127.0.0.1:9184] [--config FILE] [--json]
               blockrepl help | version
 
-            sources: a raw image file, a block device, or an NBD export (nbd+unix:///EXPORT?socket=PATH, nbd://HOST:PORT/EXPORT)
+            sources: a raw image file, a block device, an NBD export (nbd+unix:///EXPORT?socket=PATH, nbd://HOST:PORT/EXPORT),
+              or a QEMU volume tracked by dirty bitmaps: qcow2:PATH (an image not in use) or qmp:SOCKET?node=NODE (a running VM)
             repositories: a local directory, or s3://bucket/prefix (credentials and region the AWS CLI way;
               --endpoint-url URL or AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL for S3-compatible stores;
               --storage-class STANDARD_IA, GLACIER_IR… for packs, everything else stays STANDARD)
@@ -63,6 +66,8 @@ namespace BlockRepl.Cli
                     "init" => await Commands.InitAsync(rest, cts.Token).ConfigureAwait(false),
                     "demo" => await Demo.RunAsync(rest, cts.Token).ConfigureAwait(false),
                     "ebs-endpoint" => await EbsEndpointCommand.RunAsync(rest, cts.Token).ConfigureAwait(false),
+                    "daemon" => await DaemonCommands.DaemonAsync(rest, cts.Token).ConfigureAwait(false),
+                    "status" => await DaemonCommands.StatusAsync(rest, cts.Token).ConfigureAwait(false),
                     "help" or "--help" or "-h" => PrintUsage(),
                     "version" or "--version" => PrintVersion(),
                     _ => throw new UsageException($"unknown command '{command}' (see 'blockrepl help')"),

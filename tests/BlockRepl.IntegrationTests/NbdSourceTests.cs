@@ -57,6 +57,32 @@ public sealed class NbdSourceTests : IDisposable
     }
 
     [Fact]
+    public async Task Read_errors_from_the_server_fail_the_run_cleanly_and_delays_only_slow_it()
+    {
+        string raw = _dir.File("disk.raw");
+        DiskImages.Sparse(raw, 24L << 20, seed: 5, dataOffsets: [0, 8L << 20], dataLength: 1 << 20);
+        string repo = _dir.File("repo"), state = _dir.File("state");
+        CliRunner.Ok("init", "--repo", repo);
+
+        // nbdkit's error filter fails every read with EIO: one line, exit 3, no recovery point.
+        await using (var failing = await NbdServer.StartNbdkitAsync(_dir, ["file", $"file={raw}", "error-pread=EIO", "error-pread-rate=100%"], false, "--filter=error"))
+        {
+            var r = CliRunner.Run("backup", failing.Uri.ToString(), "--repo", repo, "--state-dir", state, "--no-progress");
+            Cli.AssertOneLineError(r, 3, mentions: "EIO");
+        }
+        Assert.Empty(Cli.Snapshots(repo));
+
+        // The delay filter: every read takes 50 ms longer; the backup is just slower, and exact.
+        await using (var slow = await NbdServer.StartNbdkitAsync(_dir, ["file", $"file={raw}", "rdelay=50ms"], false, "--filter=delay"))
+        {
+            var full = Cli.Backup(slow.Uri.ToString(), repo, state);
+            Assert.Equal("FULL", full.Str("mode"));
+            Cli.Restore(full.Str("id"), repo, _dir.File("slow.img"));
+        }
+        Assert.True(Files.ContentEquals(raw, _dir.File("slow.img")));
+    }
+
+    [Fact]
     public void An_unreachable_or_malformed_NBD_source_is_a_one_line_source_error()
     {
         var r = CliRunner.Run("backup", $"nbd+unix:///vol?socket={_dir.File("missing.sock")}", "--repo", _dir.File("repo"), "--state-dir", _dir.File("s"), "--no-progress");

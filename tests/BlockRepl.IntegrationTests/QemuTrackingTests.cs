@@ -16,6 +16,7 @@ public sealed class QemuTrackingTests : IDisposable
 {
     private const long Mi = 1024 * 1024;
     private const long Block = 512 * 1024;
+    private const long Chunk = 64 * 1024; // a repository target compares chunks: changed ranges are rounded to them
     private readonly TempDir _dir = new("blockrepl-qemu-tracking");
     public void Dispose() => _dir.Dispose();
 
@@ -74,11 +75,11 @@ public sealed class QemuTrackingTests : IDisposable
         Assert.Single(first);
         AssertRestoresTo(full.Str("id"), Raw(image, "full.raw"));
 
-        // 64 KiB of data, 4 KiB of data, and 64 KiB of zeros over existing data: three 512 KiB blocks are dirty.
+        // 64 KiB of data, 4 KiB of data, and 64 KiB of zeros over existing data: three 64 KiB chunks are dirty.
         Write(image, "write -P 0xab 1M 64k", "write -P 0xcd 10M 4k", "write -z 8M 64k");
         var incr = Cli.Backup("qcow2:" + image, Repo, State);
         Assert.Equal("INCREMENTAL", incr.Str("mode"));
-        Assert.Equal(3 * Block, incr.Long("scannedBytes"));
+        Assert.Equal(3 * Chunk, incr.Long("scannedBytes"));
         Assert.Equal(3 * 64 * 1024, incr.Long("changedBytes"));
         Assert.Equal(3, incr.Long("changedBlocks"));
         AssertRestoresTo(incr.Str("id"), Raw(image, "incr.raw"));
@@ -112,7 +113,7 @@ public sealed class QemuTrackingTests : IDisposable
         Write(image, "write -P 0x5b 30M 4k");
         var incr = Cli.Backup("qcow2:" + image, Repo, State);
         Assert.Equal("INCREMENTAL", incr.Str("mode"));
-        Assert.Equal(Block, incr.Long("scannedBytes"));
+        Assert.Equal(Chunk, incr.Long("scannedBytes"));
         AssertRestoresTo(incr.Str("id"), Raw(image, "incr.raw"));
     }
 
@@ -129,6 +130,52 @@ public sealed class QemuTrackingTests : IDisposable
         }
         Assert.Empty(OurBitmaps(image));
         Assert.False(Directory.Exists(Repo) && Cli.Snapshots(Repo).Length > 0);
+    }
+
+    [Fact]
+    public void Killing_blockrepl_mid_run_leaves_the_image_free_and_its_bitmaps_sound_and_the_next_runs_complete()
+    {
+        // Incompressible data, so the run writes several packs and is still reading when it is killed.
+        string raw = _dir.File("random.raw");
+        DiskImages.Random(raw, 256 * Mi, seed: 77);
+        string image = _dir.File("disk.qcow2");
+        Run("qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, image);
+        File.Delete(raw);
+
+        var p = CliRunner.Start(["backup", "qcow2:" + image, "--repo", Repo, "--state-dir", State, "--workers", "1", "--no-progress"]);
+        try
+        {
+            bool seen = SpinWait.SpinUntil(() => p.HasExited || Directory.Exists(Path.Combine(Repo, "index"))
+                && Directory.EnumerateFiles(Path.Combine(Repo, "index"), "*.idx", SearchOption.AllDirectories).Any(), TimeSpan.FromMinutes(2));
+            Assert.True(seen && !p.HasExited, $"the backup should still be running when its first pack is indexed (exited: {p.HasExited})");
+            p.Kill(); // SIGKILL: no cleanup in blockrepl; its qemu-storage-daemon gets SIGTERM from the kernel
+            p.WaitForExit();
+        }
+        finally
+        {
+            if (!p.HasExited) p.Kill(entireProcessTree: true);
+        }
+
+        // The daemon quits cleanly on its own: the image lock goes, and the bitmap it had is saved, not in-use.
+        bool free = SpinWait.SpinUntil(() => Processes.Run("qemu-img", $"info {Processes.Quote(image)}", check: false).ExitCode == 0, TimeSpan.FromSeconds(30));
+        Assert.True(free, "the image is still locked: qemu-storage-daemon outlived blockrepl");
+        using (var doc = JsonDocument.Parse(Run("qemu-img", "info", "--output=json", image)))
+        {
+            var flags = doc.RootElement.GetProperty("format-specific").GetProperty("data").GetProperty("bitmaps").EnumerateArray()
+                .Single(b => b.GetProperty("name").GetString()!.StartsWith("blockrepl-", StringComparison.Ordinal))
+                .GetProperty("flags").EnumerateArray().Select(f => f.GetString()!).ToArray();
+            Assert.Equal(new[] { "auto" }, flags);
+        }
+        Assert.Empty(Cli.Snapshots(Repo));
+
+        var full = Cli.Backup("qcow2:" + image, Repo, State);
+        Assert.Equal("FULL", full.Str("mode"));
+        Write(image, "write -P 0x7e 100M 4k");
+        var incr = Cli.Backup("qcow2:" + image, Repo, State);
+        Assert.Equal("INCREMENTAL", incr.Str("mode"));
+        Assert.Equal(Chunk, incr.Long("scannedBytes"));
+        AssertRestoresTo(incr.Str("id"), Raw(image, "after-kill.raw"));
+        Assert.Single(OurBitmaps(image));
     }
 
     /// <summary>qemu-storage-daemon standing in for a running VM: a writable node, a QMP socket, a writable NBD export for the "guest".</summary>
@@ -158,12 +205,12 @@ public sealed class QemuTrackingTests : IDisposable
         string image = NewImage();
         await using var vm = await LiveVm.StartAsync(image, _dir.File("vm"));
         using var source = QemuSource.Open(vm.Source);
-        var c1 = source.BeginCheckpoint([], CancellationToken.None);
+        var c1 = source.BeginCheckpoint([], (int)Block, CancellationToken.None);
         Assert.Null(c1.Changed);
         source.CommitCheckpoint(CancellationToken.None);
 
         vm.Write(0x41, 3 * Mi, 4096);
-        var c2 = source.BeginCheckpoint([c1.Checkpoint], CancellationToken.None);
+        var c2 = source.BeginCheckpoint([c1.Checkpoint], (int)Block, CancellationToken.None);
         Assert.Equal([new ByteRange(3 * Mi, Block)], c2.Changed);
         // During the checkpoint the guest overwrites what the view shows and writes elsewhere.
         vm.Write(0x42, 3 * Mi, 4096);
@@ -175,15 +222,16 @@ public sealed class QemuTrackingTests : IDisposable
         Assert.True(buffer.AsSpan(0, 4096).IndexOfAnyExcept((byte)0) < 0, "a write after the checkpoint is not in its view");
         source.CommitCheckpoint(CancellationToken.None);
 
-        var c3 = source.BeginCheckpoint([c2.Checkpoint], CancellationToken.None);
+        var c3 = source.BeginCheckpoint([c2.Checkpoint], (int)Block, CancellationToken.None);
         Assert.Equal([new ByteRange(3 * Mi, Block), new ByteRange(50 * Mi, Block)], c3.Changed);
         // A failed run keeps its changes: after an abort the same base sees them again, plus what came since.
         source.AbortCheckpoint();
         vm.Write(0x44, 60 * Mi, 4096);
-        var c4 = source.BeginCheckpoint([c2.Checkpoint], CancellationToken.None);
+        var c4 = source.BeginCheckpoint([c2.Checkpoint], (int)Block, CancellationToken.None);
         Assert.Equal([new ByteRange(3 * Mi, Block), new ByteRange(50 * Mi, Block), new ByteRange(60 * Mi, Block)], c4.Changed);
         source.CommitCheckpoint(CancellationToken.None);
-        Assert.Equal([c4.Checkpoint], (await vm.Daemon.Qmp.QueryBitmapsAsync("vm")).Select(b => b.Name).Where(n => n.StartsWith("blockrepl-", StringComparison.Ordinal)));
+        string[] left = [.. (await vm.Daemon.Qmp.QueryBitmapsAsync("vm")).Select(b => b.Name).Where(n => n.StartsWith("blockrepl-", StringComparison.Ordinal))];
+        Assert.Equal(new[] { c4.Checkpoint }, left);
     }
 
     [Fact]
@@ -198,7 +246,7 @@ public sealed class QemuTrackingTests : IDisposable
             vm.Write(0x61, 5 * Mi, 64 * 1024);
             var incr = Cli.Backup(vm.Source, Repo, State);
             Assert.Equal("INCREMENTAL", incr.Str("mode"));
-            Assert.Equal(Block, incr.Long("scannedBytes"));
+            Assert.Equal(Chunk, incr.Long("scannedBytes"));
         } // a clean quit: the checkpoint bitmap is saved in the image
         await using (var vm = await LiveVm.StartAsync(image, runtime))
         {
@@ -220,7 +268,7 @@ public sealed class QemuTrackingTests : IDisposable
             vm.Write(0x63, 7 * Mi, 4096);
             var after = Cli.Backup(vm.Source, Repo, State);
             Assert.Equal("INCREMENTAL", after.Str("mode"));
-            Assert.Equal(Block, after.Long("scannedBytes"));
+            Assert.Equal(Chunk, after.Long("scannedBytes"));
         }
     }
 

@@ -121,7 +121,9 @@ public sealed class BackupJob
         string? trackingBase = mode == "INCREMENTAL" ? TrackingRecord.Read(trackingPath, oldHeader!.SnapshotId) : null;
         var observer = _options.Observer;
         string?[] bases = observer is null ? [trackingBase] : [trackingBase, observer.TrackingBase];
-        var plan = ReadPlan.Begin(source, bases, mode == "INCREMENTAL" && (observer is null || observer.TrackingBase is not null), ct);
+        // A repository compares chunks, an EBS chain 512 KiB blocks: changed ranges are rounded to the coarser.
+        var plan = ReadPlan.Begin(source, bases, mode == "INCREMENTAL" && (observer is null || observer.TrackingBase is not null),
+            observer is null ? chunkSize : SourceReader.BatchAlignment, ct);
         if (mode == "INCREMENTAL" && plan.RescanReason(trackingBase) is { } lost)
         {
             mode = "RESCAN";
@@ -388,7 +390,7 @@ public sealed class BackupJob
                     }
                 }
                 if (isChanged) { changed += data.Length; changedChunks++; blockChanged = true; }
-                if ((i + 1) % chunksPerBlock == 0 || i == n - 1)
+                if ((firstChunk + i + 1) % chunksPerBlock == 0 || i == n - 1)
                 {
                     if (blockChanged) changedBlocks++;
                     blockChanged = false;

@@ -46,26 +46,26 @@ internal static class SourceReader
         long size = source.Size;
         if (plan.Ranges is null)
         {
-            long holes = ReadRange(source, 0, size, zeroFillHoles: false, 0, free, work, progress, ct);
+            long holes = ReadRange(source, 0, size, zeroFillHoles: false, BatchAlignment, 0, free, work, progress, ct);
             progress.DoneBytes = size;
             return holes;
         }
         long done = 0;
         foreach (var r in plan.Ranges)
         {
-            if (r.Offset < 0 || r.End > size || r.Offset % BatchAlignment != 0)
-                throw new SourceException($"source '{source.Path}' reported a changed range {r.Offset}+{r.Length} outside its {size} bytes or off the 512 KiB grid");
-            ReadRange(source, r.Offset, r.End, zeroFillHoles: true, done, free, work, progress, ct);
+            if (r.Offset < 0 || r.End > size || r.Offset % plan.Alignment != 0)
+                throw new SourceException($"source '{source.Path}' reported a changed range {r.Offset}+{r.Length} outside its {size} bytes or off the {plan.Alignment}-byte grid");
+            ReadRange(source, r.Offset, r.End, zeroFillHoles: true, plan.Alignment, done, free, work, progress, ct);
             done += r.Length;
         }
         progress.DoneBytes = done;
         return 0;
     }
 
-    /// <summary>Batches start on this boundary (a 512 KiB EBS block: also a multiple of every chunk size).</summary>
+    /// <summary>Batches of a full read start on this boundary (a 512 KiB EBS block: also a multiple of every chunk size).</summary>
     public const int BatchAlignment = Core.Formats.ChunkGeometry.BlockSize;
 
-    private static long ReadRange(IBlockSource source, long from, long to, bool zeroFillHoles, long doneBefore,
+    private static long ReadRange(IBlockSource source, long from, long to, bool zeroFillHoles, int alignment, long doneBefore,
         BoundedQueue<byte[]> free, BoundedQueue<ReadBatch> work, Jobs.JobProgress progress, CancellationToken ct)
     {
         long pos = from, holes = 0;
@@ -77,9 +77,9 @@ internal static class SourceReader
             if (next >= to && !zeroFillHoles) { holes += to - pos; break; }
             if (zeroFillHoles)
             {
-                // [pos, next) reads as zeros: whole 512 KiB blocks of it are passed on without a read.
+                // [pos, next) reads as zeros: whole aligned units of it are passed on without a read.
                 start = pos;
-                next -= next % BatchAlignment;
+                next -= next % alignment;
                 zero = next > pos;
             }
             else

@@ -1,3 +1,5 @@
+using BlockRepl.Engine.Jobs;
+
 namespace BlockRepl.Engine.Sources;
 
 /// <summary>A byte range of a volume.</summary>
@@ -23,10 +25,11 @@ public interface ITrackedSource : IBlockSource
     /// <summary>
     /// Fixes the point in time this run reads and starts recording the changes after it. <paramref name="bases"/>
     /// are the checkpoints the targets' maps were taken at (null: the target has none). The answer lists the
-    /// ranges changed since all of them, or null with the reason when the source cannot tell (then every range
-    /// must be read and compared by hash).
+    /// ranges changed since all of them, rounded out to <paramref name="alignment"/> (the coarsest unit a target
+    /// compares: 512 KiB for an EBS chain, the chunk size for a repository), or null with the reason when the
+    /// source cannot tell (then every range must be read and compared by hash).
     /// </summary>
-    ChangeSet BeginCheckpoint(IReadOnlyList<string?> bases, CancellationToken ct);
+    ChangeSet BeginCheckpoint(IReadOnlyList<string?> bases, int alignment, CancellationToken ct);
 
     /// <summary>Every target recorded <see cref="ChangeSet.Checkpoint"/>: retires what the new checkpoint supersedes.</summary>
     void CommitCheckpoint(CancellationToken ct);
@@ -37,7 +40,7 @@ public interface ITrackedSource : IBlockSource
 
 /// <summary>What <see cref="ITrackedSource.BeginCheckpoint"/> answered.</summary>
 /// <param name="Checkpoint">The new checkpoint; targets record it with their map.</param>
-/// <param name="Changed">Changed ranges since the bases, sorted, not overlapping, on 512 KiB block boundaries; null when unknown.</param>
+/// <param name="Changed">Changed ranges since the bases, sorted, not overlapping, on the asked alignment; null when unknown.</param>
 /// <param name="LossReason">Why <paramref name="Changed"/> is null when a base was given (tracking lost), else null.</param>
 public sealed record ChangeSet(string Checkpoint, IReadOnlyList<ByteRange>? Changed, string? LossReason);
 
@@ -46,9 +49,10 @@ public sealed record ChangeSet(string Checkpoint, IReadOnlyList<ByteRange>? Chan
 /// </summary>
 public sealed class ReadPlan
 {
-    private ReadPlan(IReadOnlyList<ByteRange>? ranges, string? checkpoint, string? lossReason)
+    private ReadPlan(IReadOnlyList<ByteRange>? ranges, string? checkpoint, string? lossReason, int alignment = SourceReader.BatchAlignment)
     {
         Ranges = ranges;
+        Alignment = alignment;
         Checkpoint = checkpoint;
         LossReason = lossReason;
         foreach (var r in ranges ?? []) PlannedBytes += r.Length;
@@ -60,6 +64,8 @@ public sealed class ReadPlan
     /// <summary>The changed ranges only (holes inside them are passed on as zeros); unvisited ranges are unchanged.</summary>
     public IReadOnlyList<ByteRange>? Ranges { get; }
     public bool ChangedOnly => Ranges is not null;
+    /// <summary>What changed ranges are rounded to: a power of two dividing 512 KiB.</summary>
+    public int Alignment { get; }
     /// <summary>Bytes the changed ranges cover (0 for a full read).</summary>
     public long PlannedBytes { get; }
     /// <summary>The checkpoint targets record with their maps (null for an untracked source).</summary>
@@ -72,12 +78,14 @@ public sealed class ReadPlan
     /// <paramref name="mapsUsable"/> is false when some target has no map to compare with (a first or a rescanning
     /// run): then everything is read whatever the source reports. Untracked sources are always read in full.
     /// </summary>
-    public static ReadPlan Begin(IBlockSource source, IReadOnlyList<string?> bases, bool mapsUsable, CancellationToken ct)
+    public static ReadPlan Begin(IBlockSource source, IReadOnlyList<string?> bases, bool mapsUsable, int alignment, CancellationToken ct)
     {
         if (source is not ITrackedSource tracked) return Full;
-        var changes = tracked.BeginCheckpoint(bases, ct);
+        if (alignment <= 0 || alignment > SourceReader.BatchAlignment || SourceReader.BatchAlignment % alignment != 0)
+            throw new ArgumentOutOfRangeException(nameof(alignment), alignment, "a power of two up to 512 KiB");
+        var changes = tracked.BeginCheckpoint(bases, alignment, ct);
         return changes.Changed is not null && mapsUsable
-            ? new ReadPlan(changes.Changed, changes.Checkpoint, null)
+            ? new ReadPlan(changes.Changed, changes.Checkpoint, null, alignment)
             : new ReadPlan(null, changes.Checkpoint, changes.LossReason);
     }
 
@@ -88,6 +96,27 @@ public sealed class ReadPlan
     public string? RescanReason(string? targetBase) =>
         Checkpoint is null || ChangedOnly ? null
         : LossReason ?? (targetBase is null ? "no change-tracking checkpoint is recorded with the last run's block map" : null);
+}
+
+/// <summary>
+/// Runs the targets of one read of a source: for a tracked source the new checkpoint is committed only when every
+/// target recorded it; on any failure the source keeps every recorded change for the next run.
+/// </summary>
+public static class TrackedRun
+{
+    public static async Task<T> RunAsync<T>(IBlockSource source, Func<Task<T>> run, CancellationToken ct)
+    {
+        if (source is not ITrackedSource tracked) return await run().ConfigureAwait(false);
+        T result;
+        try { result = await run().ConfigureAwait(false); }
+        catch
+        {
+            tracked.AbortCheckpoint();
+            throw;
+        }
+        tracked.CommitCheckpoint(ct);
+        return result;
+    }
 }
 
 /// <summary>

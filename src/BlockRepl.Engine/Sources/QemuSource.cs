@@ -25,7 +25,6 @@ namespace BlockRepl.Engine.Sources;
 public sealed partial class QemuSource : ITrackedSource
 {
     private const string Prefix = "blockrepl-";
-    private const int Block = Core.Formats.ChunkGeometry.BlockSize;
     private static readonly TimeSpan QmpTimeout = TimeSpan.FromMinutes(2);
 
     private readonly QemuStorageDaemon? _daemon;   // qcow2:PATH — ours for the run
@@ -169,10 +168,10 @@ public sealed partial class QemuSource : ITrackedSource
         return m.Success ? int.Parse(m.Groups[1].ValueSpan, CultureInfo.InvariantCulture) : -1;
     }
 
-    public ChangeSet BeginCheckpoint(IReadOnlyList<string?> bases, CancellationToken ct) =>
-        BeginAsync(bases, ct).GetAwaiter().GetResult();
+    public ChangeSet BeginCheckpoint(IReadOnlyList<string?> bases, int alignment, CancellationToken ct) =>
+        BeginAsync(bases, alignment, ct).GetAwaiter().GetResult();
 
-    private async Task<ChangeSet> BeginAsync(IReadOnlyList<string?> bases, CancellationToken ct)
+    private async Task<ChangeSet> BeginAsync(IReadOnlyList<string?> bases, int alignment, CancellationToken ct)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (_active is not null) throw new InvalidOperationException("a checkpoint is already in progress");
@@ -249,7 +248,7 @@ public sealed partial class QemuSource : ITrackedSource
             string uri = NbdUri.Unix(nbdSocket, exportName).ToString();
 
             IReadOnlyList<ByteRange>? changed = null;
-            if (active.TempBitmap is not null) changed = await DirtyRangesAsync(NbdUri.Unix(nbdSocket, exportName), active.TempBitmap, ct).ConfigureAwait(false);
+            if (active.TempBitmap is not null) changed = await DirtyRangesAsync(NbdUri.Unix(nbdSocket, exportName), active.TempBitmap, alignment, ct).ConfigureAwait(false);
             _log.Debug("{Source}: export and {Count} changed ranges at {Ms} ms", Path, changed?.Count, clock.ElapsedMilliseconds);
             _reader = NbdBlockSource.Open(uri, ct);
             if (_reader.Size != Size)
@@ -278,8 +277,8 @@ public sealed partial class QemuSource : ITrackedSource
         return socket;
     }
 
-    /// <summary>The dirty extents of <paramref name="bitmap"/> over the export, rounded out to 512 KiB blocks and merged.</summary>
-    private async Task<IReadOnlyList<ByteRange>> DirtyRangesAsync(NbdUri uri, string bitmap, CancellationToken ct)
+    /// <summary>The dirty extents of <paramref name="bitmap"/> over the export, rounded out to <paramref name="alignment"/> and merged.</summary>
+    private async Task<IReadOnlyList<ByteRange>> DirtyRangesAsync(NbdUri uri, string bitmap, int alignment, CancellationToken ct)
     {
         string context = NbdMetaContexts.QemuDirtyBitmap(bitmap);
         await using var client = await NbdClient.ConnectAsync(uri, new NbdConnectOptions { MetaContexts = [context] }, ct).ConfigureAwait(false);
@@ -291,8 +290,8 @@ public sealed partial class QemuSource : ITrackedSource
             foreach (var e in extents)
             {
                 if ((e.Flags & NbdMetaContexts.StateDirty) == 0) continue;
-                long start = e.Offset - e.Offset % Block;
-                long end = Math.Min(client.Size, (e.End + Block - 1) / Block * Block);
+                long start = e.Offset - e.Offset % alignment;
+                long end = Math.Min(client.Size, (e.End + alignment - 1) / alignment * alignment);
                 if (ranges.Count > 0 && ranges[^1].End >= start)
                 {
                     var last = ranges[^1];

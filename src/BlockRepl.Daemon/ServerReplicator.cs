@@ -1,0 +1,382 @@
+using System.Diagnostics;
+using System.Text.Json;
+using BlockRepl.Core.Formats;
+using BlockRepl.Engine;
+using BlockRepl.Engine.Ebs;
+using BlockRepl.Engine.Jobs;
+using BlockRepl.Engine.Repository;
+using BlockRepl.Engine.Sources;
+using BlockRepl.Storage.Ebs;
+using Serilog;
+
+namespace BlockRepl.Daemon;
+
+/// <summary>
+/// The continuous loop (docs/daemon.md §4): each cycle replicates every volume of the server in turn to the
+/// repository and/or its EBS chain, then publishes one server recovery point naming the volumes' recovery points;
+/// then it waits <see cref="DaemonConfig.Interval"/>. A failure makes the volume STALLED with its reason and the
+/// loop backs off (1 s doubling to 60 s) and tries again; the targets' journals and change maps make the retry
+/// resume rather than restart, so nothing acknowledged is sent twice and no rescan follows an outage.
+/// </summary>
+public sealed class ServerReplicator : IAsyncDisposable
+{
+    private static readonly TimeSpan MaxBackoff = TimeSpan.FromSeconds(60);
+
+    private readonly DaemonConfig _config;
+    private readonly ILogger _log;
+    private readonly string _stateDir;
+    private readonly Queue<(DateTimeOffset Time, double Rpo)> _rpoWindow = new();
+    private Repo? _repo;
+    private IEbsClient? _ebsClient;
+    private JobProgress? _active;
+    private VolumeStatus? _activeVolume;
+    private long _activeStartDone;
+    private readonly SemaphoreSlim _wake = new(0, int.MaxValue);
+
+    public ServerStatus Status { get; }
+
+    public ServerReplicator(DaemonConfig config, string serverId, ILogger log)
+    {
+        _config = config;
+        _log = log;
+        _stateDir = config.StateDirectory;
+        Status = new ServerStatus
+        {
+            ServerId = serverId,
+            Name = config.Name ?? Environment.MachineName,
+            Volumes = [.. config.Volumes.Select(v => new VolumeStatus { Name = v.Name, Source = v.Source })],
+        };
+        LoadPersistedStatus();
+    }
+
+    private string StatusPath => Path.Combine(_stateDir, "daemon-status.json");
+
+    /// <summary>After a restart the last recovery points and their times come back, so lag is right from the start.</summary>
+    private void LoadPersistedStatus()
+    {
+        try
+        {
+            if (!File.Exists(StatusPath)) return;
+            var old = ServerStatus.FromJson(File.ReadAllBytes(StatusPath));
+            if (old is null || old.ServerId != Status.ServerId) return;
+            Status.LastPoint = old.LastPoint;
+            Status.LastPointTime = old.LastPointTime;
+            foreach (var v in Status.Volumes)
+            {
+                var o = old.Volumes.FirstOrDefault(x => x.Name == v.Name && x.Source == v.Source);
+                if (o is null) continue;
+                (v.LastRecoveryPoint, v.LastEbsSnapshot, v.LastPointTime, v.LastMode, v.LastPointConsistent, v.TotalBytes) =
+                    (o.LastRecoveryPoint, o.LastEbsSnapshot, o.LastPointTime, o.LastMode, o.LastPointConsistent, o.TotalBytes);
+                if (v.LastPointTime is not null) v.ReplicatedBytes = v.TotalBytes;
+            }
+        }
+        catch (Exception e) when (e is IOException or JsonException or UnauthorizedAccessException)
+        {
+            _log.Warning("Ignoring the saved status {Path}: {Error}", StatusPath, e.Message);
+        }
+    }
+
+    /// <summary>Pauses after the cycle in progress (PAUSED), or resumes at once.</summary>
+    public void SetPaused(bool paused)
+    {
+        lock (Status.Gate) Status.Paused = paused;
+        _log.Information(paused ? "Replication paused" : "Replication resumed");
+        _wake.Release();
+    }
+
+    /// <summary>Fills the in-flight fields (percent, ETA, backlog) from the running job; called by status readers.</summary>
+    public void RefreshProgress()
+    {
+        var p = _active;
+        var v = _activeVolume;
+        if (p is null || v is null) return;
+        long total = p.TotalBytes, done = p.DoneBytes;
+        lock (Status.Gate)
+        {
+            if (p.Phase is "rescan" && v.State is ReplicationStates.Continuous or ReplicationStates.Backlog) v.State = ReplicationStates.Rescan;
+            v.BacklogBytes = Math.Max(0, total - done);
+            if (v.State == ReplicationStates.InitialSync && total > 0)
+            {
+                v.ReplicatedBytes = done;
+                v.Percent = Math.Round(100.0 * done / total, 1);
+                double elapsed = (DateTimeOffset.UtcNow - _activeStarted).TotalSeconds;
+                v.EtaSeconds = done > _activeStartDone && elapsed > 1 ? Math.Round((total - done) * elapsed / (done - _activeStartDone), 0) : null;
+            }
+        }
+    }
+
+    private DateTimeOffset _activeStarted;
+
+    public async Task RunAsync(CancellationToken ct)
+    {
+        Directory.CreateDirectory(_stateDir);
+        var backoff = TimeSpan.FromSeconds(1);
+        while (!ct.IsCancellationRequested)
+        {
+            bool paused;
+            lock (Status.Gate) paused = Status.Paused;
+            if (paused)
+            {
+                SetAll(ReplicationStates.Paused, null);
+                SaveStatus();
+                await WaitAsync(Timeout.InfiniteTimeSpan, ct).ConfigureAwait(false);
+                continue;
+            }
+            bool ok = await RunCycleAsync(ct).ConfigureAwait(false);
+            SaveStatus();
+            if (ct.IsCancellationRequested) break;
+            TimeSpan wait = ok ? _config.IntervalSpan : backoff;
+            backoff = ok ? TimeSpan.FromSeconds(1) : TimeSpan.FromTicks(Math.Min(MaxBackoff.Ticks, backoff.Ticks * 2));
+            lock (Status.Gate) Status.NextCycleInSeconds = wait.TotalSeconds;
+            await WaitAsync(wait, ct).ConfigureAwait(false);
+            lock (Status.Gate) Status.NextCycleInSeconds = null;
+        }
+    }
+
+    private async Task WaitAsync(TimeSpan wait, CancellationToken ct)
+    {
+        try { await _wake.WaitAsync(wait, ct).ConfigureAwait(false); }
+        catch (OperationCanceledException) { }
+    }
+
+    private void SetAll(string state, string? reason)
+    {
+        lock (Status.Gate)
+            foreach (var v in Status.Volumes)
+            {
+                v.State = state;
+                v.Reason = reason;
+            }
+    }
+
+    /// <summary>One cycle over every volume; false when a volume failed (the loop then backs off).</summary>
+    private async Task<bool> RunCycleAsync(CancellationToken ct)
+    {
+        string cycleId = $"{DateTimeOffset.UtcNow:yyyyMMdd'T'HHmmss'Z'}-{Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(3))}";
+        var points = new List<ServerPointVolume>();
+        DateTimeOffset? oldestView = null;
+        bool consistent = true;
+        foreach (var volume in Status.Volumes)
+        {
+            if (ct.IsCancellationRequested) return false;
+            var config = _config.Volumes.First(v => v.Name == volume.Name);
+            try
+            {
+                var r = await ReplicateVolumeAsync(config, volume, cycleId, ct).ConfigureAwait(false);
+                points.Add(r);
+                oldestView = oldestView is null || r.ViewTime < oldestView ? r.ViewTime : oldestView;
+                consistent &= r.Consistent;
+            }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested)
+            {
+                _log.Information("{Volume}: interrupted; the next start resumes", volume.Name);
+                return false;
+            }
+            catch (Exception e)
+            {
+                string reason = ExitReason(e);
+                lock (Status.Gate)
+                {
+                    volume.State = ReplicationStates.Stalled;
+                    volume.Reason = reason;
+                    volume.Errors++;
+                    volume.LastError = reason;
+                    Status.Errors++;
+                }
+                if (e is not (UserErrorException or IOException or EbsException or Storage.StorageException or Nbd.NbdException or Qemu.QmpException))
+                    _log.Error(e, "{Volume}: STALLED: {Reason}", volume.Name, reason);
+                else _log.Warning("{Volume}: STALLED: {Reason}", volume.Name, reason);
+                await DropTargetsAsync().ConfigureAwait(false);
+                return false;
+            }
+        }
+
+        // Every volume has its recovery point: the server's recovery point names them all, and only now exists.
+        var point = new ServerPoint
+        {
+            Id = cycleId,
+            ServerId = Status.ServerId,
+            Name = Status.Name,
+            Time = oldestView ?? DateTimeOffset.UtcNow,
+            Consistent = consistent,
+            Volumes = points,
+        };
+        if (_repo is not null) await ServerPoints.PublishAsync(_repo.Backend, point, ct).ConfigureAwait(false);
+        var now = DateTimeOffset.UtcNow;
+        lock (Status.Gate)
+        {
+            if (Status.LastPointTime is { } previous)
+            {
+                _rpoWindow.Enqueue((now, (now - previous).TotalSeconds));
+                while (_rpoWindow.Count > 0 && now - _rpoWindow.Peek().Time > TimeSpan.FromHours(1)) _rpoWindow.Dequeue();
+                Status.AchievedRpoSeconds = Math.Round(_rpoWindow.Max(x => x.Rpo), 3);
+            }
+            Status.LastPoint = cycleId;
+            Status.LastPointTime = point.Time;
+            Status.Cycles++;
+        }
+        Status.Refresh(now);
+        return true;
+    }
+
+    private static string ExitReason(Exception e) => e switch
+    {
+        AggregateException { InnerException: { } i } => ExitReason(i),
+        _ => e.Message.ReplaceLineEndings(" "),
+    };
+
+    private async Task<Repo?> RepoAsync(CancellationToken ct)
+    {
+        if (_config.Repository is null) return null;
+        if (_repo is null)
+        {
+            var (repo, created) = await RepositoryLocator.OpenOrInitAsync(_config.Repository, ChunkGeometry.DefaultChunkSize, ct, _config.EndpointUrl).ConfigureAwait(false);
+            if (created) _log.Information("Created repository {Repo}", repo.Location);
+            _repo = repo;
+        }
+        return _repo;
+    }
+
+    /// <summary>After a failure the repository is opened afresh (its index may hold what the failed run claimed).</summary>
+    private async Task DropTargetsAsync()
+    {
+        if (_repo is not null)
+        {
+            try { await _repo.DisposeAsync().ConfigureAwait(false); }
+            catch (Exception e) when (e is IOException or Storage.StorageException) { }
+            _repo = null;
+        }
+    }
+
+    private async Task<ServerPointVolume> ReplicateVolumeAsync(VolumeConfig config, VolumeStatus volume, string cycleId, CancellationToken ct)
+    {
+        var clock = Stopwatch.StartNew();
+        var repo = await RepoAsync(ct).ConfigureAwait(false);
+        if (_config.Ebs is not null && _ebsClient is null)
+            _ebsClient = EbsTargets.CreateClient(EbsTargets.Region(_config.Ebs), _config.EbsEndpointUrl, _config.Profile);
+
+        using var source = BlockSource.OpenAny(config.Source);
+        if (_config.DirectIo) source.TryEnableDirectIo();
+        bool tracked = source is ITrackedSource;
+        // Without a checkpoint or a clone the read sees the volume changing under it: the point is fuzzy.
+        var viewTime = DateTimeOffset.UtcNow;
+        bool first;
+        lock (Status.Gate)
+        {
+            first = volume.LastPointTime is null;
+            volume.TotalBytes = source.Size;
+            volume.State = first ? ReplicationStates.InitialSync
+                : volume.State == ReplicationStates.Stalled && volume.LastMode is null ? ReplicationStates.InitialSync
+                : (DateTimeOffset.UtcNow - volume.LastPointTime!.Value) > 3 * (_config.IntervalSpan + TimeSpan.FromSeconds(5)) ? ReplicationStates.Backlog
+                : ReplicationStates.Continuous;
+            volume.Reason = null;
+        }
+
+        var options = new BackupOptions
+        {
+            StateDir = _stateDir,
+            Workers = _config.Workers,
+            DirectIo = _config.DirectIo,
+            DropSourceCache = true,
+            Host = Status.ServerId,
+            Tags = [$"server:{Status.ServerId}", $"volume:{config.Name}", $"cycle:{cycleId}", .. tracked ? Array.Empty<string>() : ["fuzzy"]],
+        };
+        using var ebs = _ebsClient is null ? null
+            : new EbsReplicator(_ebsClient, new EbsTargetOptions { Host = Status.ServerId, Description = $"blockrepl {Status.Name} {config.Name}" }, _stateDir, _log);
+        BackupResult? result = null;
+        EbsResult? ebsResult = null;
+        await TrackedRun.RunAsync(source, async () =>
+        {
+            if (repo is not null)
+            {
+                if (ebs is not null) await ebs.PrepareAsync(source, ct).ConfigureAwait(false);
+                var job = new BackupJob(repo, new BackupOptions
+                {
+                    StateDir = options.StateDir, Workers = options.Workers, DirectIo = options.DirectIo, DropSourceCache = options.DropSourceCache,
+                    Host = options.Host, Tags = options.Tags, Observer = ebs,
+                }, _log);
+                Track(job.Progress, volume);
+                result = await Task.Run(() => job.RunAsync(source, ct), ct).ConfigureAwait(false);
+                if (ebs is not null)
+                {
+                    Track(ebs.Progress, volume);
+                    ebsResult = await ebs.FinishAsync(ct).ConfigureAwait(false);
+                }
+            }
+            else
+            {
+                Track(ebs!.Progress, volume);
+                ebsResult = await ebs.RunAsync(source, _config.Workers, true, ct).ConfigureAwait(false);
+            }
+            return true;
+        }, ct).ConfigureAwait(false);
+        _active = null;
+        _activeVolume = null;
+
+        string mode = result?.Manifest.Mode ?? ebsResult!.Mode;
+        long read = result?.Manifest.Stats.ScannedBytes ?? ebsResult!.ScannedBytes;
+        double seconds = clock.Elapsed.TotalSeconds;
+        lock (Status.Gate)
+        {
+            volume.State = ReplicationStates.Continuous;
+            volume.Reason = mode == "RESCAN" ? $"last cycle was a RESCAN: {result?.RescanReason ?? ebsResult?.RescanReason}" : null;
+            if (mode == "RESCAN") volume.RescannedBytes += read;
+            volume.LastMode = mode;
+            volume.LastRecoveryPoint = result?.Manifest.Id ?? volume.LastRecoveryPoint;
+            volume.LastEbsSnapshot = ebsResult?.SnapshotId ?? volume.LastEbsSnapshot;
+            volume.LastPointTime = viewTime;
+            volume.LastPointConsistent = tracked;
+            volume.ReplicatedBytes = volume.TotalBytes;
+            volume.BacklogBytes = 0;
+            volume.Percent = null;
+            volume.EtaSeconds = null;
+            volume.ChangedBytesLastCycle = result?.Manifest.Stats.ChangedBytes ?? ebsResult!.BytesPut;
+            volume.LastCycleSeconds = Math.Round(seconds, 3);
+            volume.ThroughputBytesPerSecond = seconds > 0 ? Math.Round(read / seconds) : 0;
+            volume.Cycles++;
+        }
+        _log.Debug("{Volume}: {Mode} in {Seconds:0.00} s, {Changed} bytes changed", config.Name, mode, seconds, volume.ChangedBytesLastCycle);
+        return new ServerPointVolume
+        {
+            Name = config.Name,
+            Source = source.SourceKey,
+            SizeBytes = source.Size,
+            RecoveryPoint = result?.Manifest.Id,
+            EbsSnapshot = ebsResult?.SnapshotId,
+            Mode = mode,
+            ViewTime = viewTime,
+            Consistent = tracked,
+        };
+    }
+
+    private void Track(JobProgress progress, VolumeStatus volume)
+    {
+        _activeStarted = DateTimeOffset.UtcNow;
+        _activeStartDone = 0;
+        _activeVolume = volume;
+        _active = progress;
+    }
+
+    /// <summary>Writes the status for `blockrepl status` without the HTTP endpoint, and for the next start.</summary>
+    public void SaveStatus()
+    {
+        Status.Refresh(DateTimeOffset.UtcNow);
+        try
+        {
+            string tmp = StatusPath + ".tmp";
+            File.WriteAllBytes(tmp, Status.ToJson());
+            File.Move(tmp, StatusPath, overwrite: true);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            _log.Warning("Cannot save the status to {Path}: {Error}", StatusPath, e.Message);
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await DropTargetsAsync().ConfigureAwait(false);
+        _ebsClient?.Dispose();
+        _wake.Dispose();
+    }
+}
