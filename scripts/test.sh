@@ -40,6 +40,7 @@ REQUIRED=(
   # qcow2:/qmp: sources (dirty bitmaps, checkpoints, fleecing) and the stand-in for a running VM
   "qemu-storage-daemon qemu-system-common"
   "nbdcopy libnbd-bin"    # the peer in benchmarks/e2e/nbd.sh and a cross-check in tests
+  "systemd-analyze systemd"  # DaemonTests: packaging/systemd/blockrepl.service is checked with `systemd-analyze verify`
 )
 
 # tests/ebs-js: the official AWS SDK for JavaScript EBS client, run by BlockRepl.Ebs.Endpoint.Tests

@@ -126,6 +126,34 @@ public sealed class DaemonTests : IDisposable
     }
 
     [Fact]
+    public void The_systemd_unit_in_the_repository_is_valid()
+    {
+        Assert.True(Processes.HasCommand("systemd-analyze"), "systemd-analyze (package systemd) is needed to check the unit");
+        string unit = Path.Combine(RepoRoot(), "packaging", "systemd", "blockrepl.service");
+        string text = File.ReadAllText(unit);
+        Assert.Contains("Type=notify", text);
+        Assert.Contains("ExecStart=/usr/local/bin/blockrepl daemon --config /etc/blockrepl/blockrepl.json", text);
+        // The binary is not installed here: point ExecStart at one that exists, keep everything else.
+        string Verify(string content)
+        {
+            string dir = _dir.File($"unit-{Guid.NewGuid():N}");
+            Directory.CreateDirectory(dir);
+            File.WriteAllText(Path.Combine(dir, "blockrepl.service"), content.Replace("/usr/local/bin/blockrepl", "/bin/true", StringComparison.Ordinal));
+            var r = Processes.Run("systemd-analyze", $"verify {Processes.Quote(Path.Combine(dir, "blockrepl.service"))}", check: false);
+            return (r.Stdout + r.Stderr).Trim();
+        }
+        Assert.Equal("", Verify(text));
+        Assert.Contains("notfy", Verify(text.Replace("Type=notify", "Type=notfy", StringComparison.Ordinal))); // the check can fail
+    }
+
+    private static string RepoRoot()
+    {
+        var d = new DirectoryInfo(AppContext.BaseDirectory);
+        while (d is not null && !File.Exists(Path.Combine(d.FullName, "BlockRepl.sln"))) d = d.Parent;
+        return d?.FullName ?? throw new InvalidOperationException("BlockRepl.sln not found above the test binaries");
+    }
+
+    [Fact]
     public async Task A_loop_device_under_writes_replicates_continuously_survives_kill_9_and_ends_equal_to_the_device()
     {
         string image = _dir.File("disk.img");
