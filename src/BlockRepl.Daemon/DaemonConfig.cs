@@ -47,6 +47,10 @@ public sealed partial class DaemonConfig
     /// <summary>Rolling log file (daily, 7 kept); empty for console (journald) only.</summary>
     public string? LogFile { get; set; }
 
+    /// <summary>Which server recovery points are kept; see <see cref="RetentionPolicy.Default"/>.</summary>
+    public RetentionPolicy Retention { get; private set; } = RetentionPolicy.Default;
+    private string? _allFor, _hourlyFor, _dailyFor;
+
     /// <summary>The parsed <see cref="Interval"/>, valid after <see cref="Validate"/>.</summary>
     public TimeSpan IntervalSpan { get; private set; } = TimeSpan.FromSeconds(5);
     public IPEndPoint? StatusEndPoint { get; private set; }
@@ -91,6 +95,7 @@ public sealed partial class DaemonConfig
         foreach (var v in c.GetSection("volumes").GetChildren())
             config.Volumes.Add(new VolumeConfig { Name = v["name"] ?? "", Source = v["source"] ?? "" });
         config._workersText = c["workers"];
+        (config._allFor, config._hourlyFor, config._dailyFor) = (c["retention:allFor"], c["retention:hourlyFor"], c["retention:dailyFor"]);
         config._directIoText = c["directIo"];
         config._file = File.Exists(file) ? file : null;
         return config;
@@ -105,7 +110,7 @@ public sealed partial class DaemonConfig
     private static partial Regex VolumeName();
 
     private static readonly HashSet<string> Known =
-        ["name", "stateDir", "volumes", "repository", "endpointUrl", "ebs", "ebsEndpointUrl", "profile", "interval", "workers", "directIo", "statusListen", "logFile"];
+        ["name", "stateDir", "volumes", "retention", "repository", "endpointUrl", "ebs", "ebsEndpointUrl", "profile", "interval", "workers", "directIo", "statusListen", "logFile"];
 
     /// <summary>Checks everything that can be checked before starting; throws one line naming every problem.</summary>
     public void Validate()
@@ -137,6 +142,15 @@ public sealed partial class DaemonConfig
         }
         if (ParseDuration(Interval) is { } interval && interval >= TimeSpan.Zero && interval <= TimeSpan.FromDays(1)) IntervalSpan = interval;
         else problems.Add($"interval '{Interval}': give a duration such as 5s, 2m or 1h (at most 1 day)");
+        TimeSpan Span(string? text, TimeSpan fallback, string name)
+        {
+            if (text is null) return fallback;
+            if (ParseDuration(text) is { } t && t >= TimeSpan.Zero) return t;
+            problems.Add($"retention.{name} '{text}': give a duration such as 1h, 24h or 7d");
+            return fallback;
+        }
+        var defaults = RetentionPolicy.Default;
+        Retention = new RetentionPolicy(Span(_allFor, defaults.AllFor, "allFor"), Span(_hourlyFor, defaults.HourlyFor, "hourlyFor"), Span(_dailyFor, defaults.DailyFor, "dailyFor"));
         if (_workersText is not null)
         {
             if (int.TryParse(_workersText, NumberStyles.None, CultureInfo.InvariantCulture, out int w) && w is >= 1 and <= 64) Workers = w;

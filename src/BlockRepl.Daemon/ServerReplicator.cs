@@ -27,6 +27,7 @@ public sealed class ServerReplicator : IAsyncDisposable
     private readonly string _stateDir;
     private readonly Queue<(DateTimeOffset Time, double Rpo)> _rpoWindow = new();
     private Repo? _repo;
+    private List<ServerPoint>? _points;
     private IEbsClient? _ebsClient;
     private JobProgress? _active;
     private VolumeStatus? _activeVolume;
@@ -201,7 +202,24 @@ public sealed class ServerReplicator : IAsyncDisposable
             Consistent = consistent,
             Volumes = points,
         };
-        if (_repo is not null) await ServerPoints.PublishAsync(_repo.Backend, point, ct).ConfigureAwait(false);
+        if (_repo is not null)
+        {
+            await ServerPoints.PublishAsync(_repo.Backend, point, ct).ConfigureAwait(false);
+            // The server's points are listed once per repository opening and then kept in memory.
+            _points ??= await ServerPoints.ListAsync(_repo.Backend, Status.ServerId, ct).ConfigureAwait(false);
+            if (!_points.Any(p => p.Id == point.Id)) _points.Add(point);
+            try
+            {
+                int dropped = await _config.Retention.ApplyAsync(_repo, _points, DateTimeOffset.UtcNow, ct).ConfigureAwait(false);
+                if (dropped > 0) _log.Debug("Retention dropped {Count} server recovery point(s)", dropped);
+            }
+            catch (Exception e) when (e is IOException or Storage.StorageException)
+            {
+                // Harmless: the next cycle tries again; nothing kept was touched.
+                _log.Warning("Retention: {Error}", e.Message);
+                _points = null;
+            }
+        }
         var now = DateTimeOffset.UtcNow;
         lock (Status.Gate)
         {
@@ -242,6 +260,7 @@ public sealed class ServerReplicator : IAsyncDisposable
     {
         if (_repo is not null)
         {
+            _points = null;
             try { await _repo.DisposeAsync().ConfigureAwait(false); }
             catch (Exception e) when (e is IOException or Storage.StorageException) { }
             _repo = null;

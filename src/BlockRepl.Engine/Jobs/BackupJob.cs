@@ -84,15 +84,14 @@ public sealed class BackupJob
         // One run per source and state dir at a time (FileShare.None is an flock on Linux).
         using var runLock = AcquireLock(mapPath + ".lock", source.Path);
 
-        var snapshots = await _repo.ListSnapshotsAsync(
-            (key, e) => _log.Warning("Ignoring unreadable manifest {Key}: {Error} (run 'blockrepl verify')", key, e.Message), ct).ConfigureAwait(false);
-        _log.Debug("{Count} recovery points listed at {Ms} ms", snapshots.Count, started.ElapsedMilliseconds);
+        // The change map names its recovery point: one read of that manifest, not a listing of every recovery
+        // point (a daemon cycling every few seconds into S3 would otherwise pay one GET per point per cycle).
         SafeFileHandle? oldMap = ChangeMap.TryOpen(mapPath, chunkSize, size, _repo.Config.RepoId, out var oldHeader, out string? reason);
         Manifest? parent = null;
         string mode;
         if (oldMap is not null)
         {
-            parent = snapshots.FirstOrDefault(s => s.Id == oldHeader!.SnapshotId);
+            parent = await _repo.TryReadSnapshotAsync(oldHeader!.SnapshotId, ct).ConfigureAwait(false);
             if (parent is null)
             {
                 oldMap.Dispose();
@@ -100,10 +99,13 @@ public sealed class BackupJob
                 reason = "the change map's recovery point is no longer in the repository";
             }
         }
+        _log.Debug("change map checked at {Ms} ms", started.ElapsedMilliseconds);
         if (oldMap is not null)
             mode = "INCREMENTAL";
         else
         {
+            var snapshots = await _repo.ListSnapshotsAsync(
+                (key, e) => _log.Warning("Ignoring unreadable manifest {Key}: {Error} (run 'blockrepl verify')", key, e.Message), ct).ConfigureAwait(false);
             parent = snapshots.LastOrDefault(s => s.SourceKey == source.SourceKey && s.Host == _options.Host);
             mode = parent is null ? "FULL" : "RESCAN";
             if (parent is not null)

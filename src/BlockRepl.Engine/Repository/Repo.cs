@@ -217,6 +217,15 @@ public sealed class Repo : IAsyncDisposable
         return list;
     }
 
+    /// <summary>The manifest of recovery point <paramref name="id"/>, or null when it does not exist or cannot be read.</summary>
+    public async Task<Manifest?> TryReadSnapshotAsync(string id, CancellationToken ct = default)
+    {
+        string key = SnapshotKey(id);
+        if (await Backend.StatAsync(key, ct).ConfigureAwait(false) is null) return null;
+        try { return Manifest.Deserialize(await Backend.ReadAllAsync(key, ct).ConfigureAwait(false), $"manifest {key}"); }
+        catch (Exception e) when (e is CorruptDataException or UnsupportedFormatException or ObjectNotFoundException) { return null; }
+    }
+
     /// <summary>Finds a recovery point by "latest", a full id or a unique prefix of at least 4 characters.</summary>
     public async Task<Manifest> FindSnapshotAsync(string idOrLatest, CancellationToken ct = default)
     {
