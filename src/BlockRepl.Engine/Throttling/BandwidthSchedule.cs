@@ -189,7 +189,8 @@ public sealed class BandwidthSchedule
 
     private static string FormatClock(int minute) => $"{minute / 60:00}:{minute % 60:00}";
 
-    internal static string FormatRate(long bits)
+    /// <summary>Bit/s in the largest decimal unit that keeps it short: 20Mbps, 1.5Gbps, 512Kbps.</summary>
+    public static string FormatRate(long bits)
     {
         (long unit, string name) = bits % 1_000_000_000 == 0 ? (1_000_000_000L, "Gbps") : bits % 1_000_000 == 0 ? (1_000_000L, "Mbps") : (1_000L, "Kbps");
         return (bits / (double)unit).ToString("0.###", CultureInfo.InvariantCulture) + name;
