@@ -1,0 +1,70 @@
+using System.Text.Json;
+using BlockRepl.TestKit;
+
+namespace BlockRepl.IntegrationTests;
+
+/// <summary>
+/// <c>backup --bwlimit</c> through the real CLI: the store phase of a backup whose bytes are incompressible runs
+/// at the cap (measured by the job's own clock, so process start-up does not count), and bad schedules are
+/// one-line usage errors.
+/// </summary>
+public sealed class BandwidthTests : IDisposable
+{
+    private const long ImageSize = 48L << 20;
+    private const double CapBytesPerSecond = 10_000_000;     // 80 Mbit/s
+
+    private readonly TempDir _dir = new("blockrepl-bw");
+
+    public void Dispose() => _dir.Dispose();
+
+    [Fact]
+    public void BwLimit_StoreRateIsWithinTenPercentOfTheCap_AndTheBackupRestores()
+    {
+        string image = _dir.File("random.img");
+        DiskImages.Random(image, ImageSize, seed: 80);
+
+        // Baseline: the same image unthrottled, to show the cap is the binding constraint on this machine.
+        JsonElement baseline = Cli.Backup(image, _dir.File("repo-free"), _dir.File("state-free"));
+        double freeRate = baseline.Long("storedBytes") / baseline.GetProperty("seconds").GetDouble();
+        Assert.True(freeRate > 3 * CapBytesPerSecond,
+            $"this machine stores only {freeRate / 1e6:0.0} MB/s unthrottled: a 10 MB/s cap would not be the limit, the test cannot measure it");
+
+        // A schedule whose first rule always matches (every day, no window), then the default.
+        JsonElement limited = Cli.Backup(image, _dir.File("repo-bw"), _dir.File("state-bw"), "--bwlimit", "80Mbps Mon-Sun; unlimited");
+        long stored = limited.Long("storedBytes");
+        double seconds = limited.GetProperty("seconds").GetDouble();
+        Assert.Equal(baseline.Long("storedBytes"), stored);
+        Assert.True(stored >= ImageSize, $"random data should be stored whole: {stored}");
+        double rate = stored / seconds;
+        Assert.True(rate >= 0.9 * CapBytesPerSecond && rate <= 1.1 * CapBytesPerSecond,
+            $"stored {stored} bytes in {seconds} s = {rate / 1e6:0.00} MB/s; the cap is {CapBytesPerSecond / 1e6} MB/s (±10 %)");
+
+        string restored = _dir.File("restored.img");
+        Cli.Restore(limited.Str("id"), _dir.File("repo-bw"), restored);
+        Assert.True(File.ReadAllBytes(image).AsSpan().SequenceEqual(File.ReadAllBytes(restored)), "the throttled backup does not restore to the source");
+    }
+
+    [Fact]
+    public void BwLimit_Unlimited_IsAccepted()
+    {
+        string image = _dir.File("small.img");
+        DiskImages.Random(image, 1L << 20, seed: 81);
+        var r = Cli.Backup(image, _dir.File("repo"), _dir.File("state"), "--bwlimit", "unlimited");
+        Assert.Equal(1L << 20, r.Long("size"));
+    }
+
+    [Theory]
+    [InlineData("20MBs", "'20MBs'")]
+    [InlineData("20Mbps Mon-Fry", "'Fry'")]
+    [InlineData("20Mbps Mon 08:00-25:00", "'25:00'")]
+    public void BwLimit_BadSchedule_Exits2WithOneLine_AndCreatesNoRepository(string schedule, string mentions)
+    {
+        string image = _dir.File("small.img");
+        DiskImages.Random(image, 1L << 20, seed: 82);
+        string repo = _dir.File("repo-bad");
+        var r = CliRunner.Run("backup", image, "--repo", repo, "--state-dir", _dir.File("state"), "--no-progress", "--bwlimit", schedule);
+        Cli.AssertOneLineError(r, 2, mentions);
+        Assert.Contains("--bwlimit", r.Stderr, StringComparison.Ordinal);
+        Assert.False(Path.Exists(repo), "a refused backup created the repository");
+    }
+}
