@@ -92,7 +92,7 @@ internal static class EstimateCommand
         Console.WriteLine($"sample          {sample.Chunks} chunks of 64 KiB ({Format.Bytes(sample.Bytes)}): {est.ZeroFraction:0.0 %} zero, LZ4 to {est.CompressionRatio:0.0 %}");
         Console.WriteLine($"initial sync    {Format.Bytes(est.InitialSendBytes)} to send: {Days(est.InitialSyncSeconds)} at {link} ({Days(est.InitialSyncSecondsUncompressed)} uncompressed)");
         Console.WriteLine($"daily change    {Format.Bytes(est.DailyChangeBytes)}/day ({dailyBasis}): {Format.Bytes(est.DailySendBytes)} to send, {Days(est.DailySyncSeconds)}/day at {link} ({est.DailyLinkUtilization:0.0 %} of the link)");
-        Console.WriteLine(est.KeepsUp ? "link keeps up   yes" : $"link keeps up   NO: a day's change needs {Days(est.DailySyncSeconds)}; a faster link, a lower change rate or --bwlimit windows will not help");
+        Console.WriteLine(est.KeepsUp ? "link keeps up   yes" : $"link keeps up   NO: a day's change needs {Days(est.DailySyncSeconds)} at {link}; replication falls further behind every day");
         return ExitCodes.Ok;
     }
 

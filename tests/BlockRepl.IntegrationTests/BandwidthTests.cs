@@ -1,4 +1,5 @@
 using System.Text.Json;
+using BlockRepl.IntegrationTests.Fixtures;
 using BlockRepl.TestKit;
 
 namespace BlockRepl.IntegrationTests;
@@ -10,6 +11,7 @@ namespace BlockRepl.IntegrationTests;
 /// </summary>
 public sealed class BandwidthTests : IDisposable
 {
+    private const int EbsBlock = 512 * 1024;
     private const long ImageSize = 48L << 20;
     private const double CapBytesPerSecond = 10_000_000;     // 80 Mbit/s
 
@@ -43,6 +45,26 @@ public sealed class BandwidthTests : IDisposable
         string restored = _dir.File("restored.img");
         Cli.Restore(limited.Str("id"), _dir.File("repo-bw"), restored);
         Assert.True(File.ReadAllBytes(image).AsSpan().SequenceEqual(File.ReadAllBytes(restored)), "the throttled backup does not restore to the source");
+    }
+
+    [Fact]
+    public async Task BwLimit_PacesEbsBlockPuts()
+    {
+        await using var ebs = await EbsEndpoint.StartAsync();
+        string image = _dir.File("ebs.img");
+        DiskImages.Random(image, 48L * EbsBlock, seed: 83);
+        const double cap = 5_000_000;     // 40 Mbit/s: 48 blocks of 512 KiB take about 5 s
+        var r = CliRunner.Run(["backup", image, "--repo", "ebs://us-east-1", "--ebs-endpoint-url", ebs.Url.ToString(), "--bwlimit", "40Mbps",
+            "--json", "--no-progress"], ebs.ClientEnv(_dir.File("state")), TimeSpan.FromMinutes(5));
+        Assert.True(r.ExitCode == 0, r.ToString());
+        var json = Cli.Json(r.Stdout);
+        long bytes = json.Long("bytesPut");
+        Assert.Equal(48L * EbsBlock, bytes);
+        double seconds = json.GetProperty("seconds").GetDouble() - json.GetProperty("waitSeconds").GetDouble();
+        // The first block goes at once (the bucket starts empty and may go into debt), the other 47 at the cap.
+        double expected = (bytes - EbsBlock) / cap;
+        Assert.True(seconds >= 0.95 * expected && seconds <= 1.15 * expected,
+            $"{bytes} bytes put in {seconds:0.000} s; at the cap that takes {expected:0.000} s");
     }
 
     [Fact]
