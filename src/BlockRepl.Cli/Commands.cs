@@ -83,7 +83,7 @@ internal static class Commands
 
     public static async Task<int> BackupAsync(string[] argv, CancellationToken ct)
     {
-        var a = Parse(argv, ["--repo", "--to", "--tag", "--state-dir", "--chunk-size", "--storage-class", "--host", .. EbsCommands.TargetValueOptions],
+        var a = Parse(argv, ["--repo", "--to", "--tag", "--state-dir", "--chunk-size", "--storage-class", "--host", "--bwlimit", .. EbsCommands.TargetValueOptions],
             ["--drop-cache", "--direct-io", .. EbsCommands.TargetFlags]);
         if (a.Positionals.Count != 1) throw new UsageException("backup needs exactly one source: blockrepl backup <image|device> --repo <dir|s3://…|ebs://REGION>");
         // Targets: at most one repository and one EBS chain, fed by the same read.
@@ -98,8 +98,9 @@ internal static class Commands
         string host = Host(a);
         string stateDir = a.Value("--state-dir") ?? StateDirectory.Default;
         var ebsOptions = EbsCommands.TargetOptions(a, host);
+        using var limiter = BandwidthOptions.Limiter(a.Value("--bwlimit"));
         using var ebsClient = ebsTargets.Count == 0 ? null
-            : EbsCommands.Client(EbsCommands.Region(ebsTargets[0]), a.Value("--ebs-endpoint-url") ?? (location is null ? a.Value("--endpoint-url") : null), a.Value("--profile"));
+            : BandwidthOptions.Throttle(EbsCommands.Client(EbsCommands.Region(ebsTargets[0]), a.Value("--ebs-endpoint-url") ?? (location is null ? a.Value("--endpoint-url") : null), a.Value("--profile")), limiter);
         using var ebs = ebsClient is null ? null : new EbsReplicator(ebsClient, ebsOptions, stateDir, Log.Logger);
         using var source = BlockSource.OpenAny(a.Positionals[0]);
         if (a.Flag("--direct-io") && !source.TryEnableDirectIo())
@@ -124,7 +125,8 @@ internal static class Commands
             Observer = ebs,
         };
         string? storageClass = StorageClass(a);
-        var (repo, created) = await RepositoryLocator.OpenOrInitAsync(location, ChunkSize(a), ct, a.Value("--endpoint-url"), storageClass).ConfigureAwait(false);
+        var (repo, created) = await RepositoryLocator.OpenOrInitAsync(location, ChunkSize(a), ct, a.Value("--endpoint-url"), storageClass,
+            limiter is null ? null : b => new BlockRepl.Storage.ThrottledBackend(b, limiter)).ConfigureAwait(false);
         await using (repo.ConfigureAwait(false))
         {
             if (created) Log.Information("Created repository {Repo}", repo.Location);

@@ -22,6 +22,7 @@ namespace BlockRepl.Cli
               blockrepl copy --from <repo> --to <repo> [<id|latest>...] [--from-endpoint-url U] [--to-endpoint-url U] [--storage-class C] [--json]
               blockrepl ebs-copy <snap-id> --from ebs://REGION --to ebs://REGION [--from-endpoint-url U] [--to-endpoint-url U] [--json]
               blockrepl init --repo <dir> [--chunk-size 64K] [--storage-class C]
+              blockrepl estimate <image|device|nbd://…> --link 1Gbps [--daily-change 2% | --repo R] [--json]   (docs/estimate.md)
               blockrepl demo [--size 1G] [--keep] [--dir DIR]
               blockrepl ebs-endpoint --data DIR [--listen 127.0.0.1:PORT] [--no-auth] [--put-rate N] [--minute 60s] ... (docs/ebs-endpoint.md)
               blockrepl daemon [--config /etc/blockrepl/blockrepl.json] [--setting=value]...   (docs/daemon.md)
@@ -37,6 +38,7 @@ namespace BlockRepl.Cli
               with ParentSnapshotId; an interrupted snapshot resumes); --ebs-endpoint-url U or AWS_ENDPOINT_URL_EBS,
               --ebs-tag K=V, --ebs-description D, --ebs-encrypted, --ebs-kms-key ARN, --ebs-timeout MIN,
               --ebs-no-wait, --ebs-new-chain, --ebs-parent snap-…, --profile P
+            bandwidth: backup --bwlimit 20Mbps, or a schedule '20Mbps Mon-Fri 08:00-18:00; 100Mbps Sat,Sun; unlimited' (docs/bandwidth.md)
             common options: --verbose (debug logs), --no-progress, --workers N
             """;
 
@@ -64,6 +66,7 @@ namespace BlockRepl.Cli
                     "copy" => await Commands.CopyAsync(rest, cts.Token).ConfigureAwait(false),
                     "ebs-copy" => await Commands.EbsCopyAsync(rest, cts.Token).ConfigureAwait(false),
                     "init" => await Commands.InitAsync(rest, cts.Token).ConfigureAwait(false),
+                    "estimate" => await EstimateCommand.RunAsync(rest, cts.Token).ConfigureAwait(false),
                     "demo" => await Demo.RunAsync(rest, cts.Token).ConfigureAwait(false),
                     "ebs-endpoint" => await EbsEndpointCommand.RunAsync(rest, cts.Token).ConfigureAwait(false),
                     "daemon" => await DaemonCommands.DaemonAsync(rest, cts.Token).ConfigureAwait(false),
