@@ -47,6 +47,10 @@ public sealed partial class DaemonConfig
     /// <summary>Rolling log file (daily, 7 kept); empty for console (journald) only.</summary>
     public string? LogFile { get; set; }
 
+    /// <summary>Bandwidth cap with a time-of-day schedule (docs/bandwidth.md), e.g. <c>20Mbps Mon-Fri 08:00-18:00; unlimited</c>.</summary>
+    public string? Bandwidth { get; set; }
+    public Engine.Throttling.BandwidthSchedule? BandwidthSchedule { get; private set; }
+
     /// <summary>Which server recovery points are kept; see <see cref="RetentionPolicy.Default"/>.</summary>
     public RetentionPolicy Retention { get; private set; } = RetentionPolicy.Default;
     private string? _allFor, _hourlyFor, _dailyFor;
@@ -90,6 +94,7 @@ public sealed partial class DaemonConfig
             Interval = c["interval"] ?? "5s",
             StatusListen = c["statusListen"] ?? "127.0.0.1:9184",
             LogFile = c["logFile"],
+            Bandwidth = c["bandwidth"],
         };
         config._fileOnly = fileOnly;
         foreach (var v in c.GetSection("volumes").GetChildren())
@@ -110,7 +115,7 @@ public sealed partial class DaemonConfig
     private static partial Regex VolumeName();
 
     private static readonly HashSet<string> Known =
-        ["name", "stateDir", "volumes", "retention", "repository", "endpointUrl", "ebs", "ebsEndpointUrl", "profile", "interval", "workers", "directIo", "statusListen", "logFile"];
+        ["name", "stateDir", "volumes", "retention", "repository", "endpointUrl", "ebs", "ebsEndpointUrl", "profile", "interval", "workers", "directIo", "statusListen", "logFile", "bandwidth"];
 
     /// <summary>Checks everything that can be checked before starting; throws one line naming every problem.</summary>
     public void Validate()
@@ -151,6 +156,11 @@ public sealed partial class DaemonConfig
         }
         var defaults = RetentionPolicy.Default;
         Retention = new RetentionPolicy(Span(_allFor, defaults.AllFor, "allFor"), Span(_hourlyFor, defaults.HourlyFor, "hourlyFor"), Span(_dailyFor, defaults.DailyFor, "dailyFor"));
+        if (!string.IsNullOrWhiteSpace(Bandwidth))
+        {
+            try { BandwidthSchedule = Engine.Throttling.BandwidthSchedule.Parse(Bandwidth); }
+            catch (Engine.Throttling.BandwidthScheduleException e) { problems.Add($"bandwidth: {e.Message}"); }
+        }
         if (_workersText is not null)
         {
             if (int.TryParse(_workersText, NumberStyles.None, CultureInfo.InvariantCulture, out int w) && w is >= 1 and <= 64) Workers = w;

@@ -27,6 +27,8 @@ public sealed class ServerReplicator : IAsyncDisposable
     private readonly string _stateDir;
     private readonly Queue<(DateTimeOffset Time, double Rpo)> _rpoWindow = new();
     private Repo? _repo;
+    // One limiter for every upload of the server: the cap is the server's, whatever the targets.
+    private readonly Engine.Throttling.BandwidthLimiter? _limiter;
     private List<ServerPoint>? _points;
     private IEbsClient? _ebsClient;
     private JobProgress? _active;
@@ -41,6 +43,7 @@ public sealed class ServerReplicator : IAsyncDisposable
         _config = config;
         _log = log;
         _stateDir = config.StateDirectory;
+        if (config.BandwidthSchedule is { IsUnlimited: false } schedule) _limiter = new Engine.Throttling.BandwidthLimiter(schedule);
         Status = new ServerStatus
         {
             ServerId = serverId,
@@ -248,7 +251,8 @@ public sealed class ServerReplicator : IAsyncDisposable
         if (_config.Repository is null) return null;
         if (_repo is null)
         {
-            var (repo, created) = await RepositoryLocator.OpenOrInitAsync(_config.Repository, ChunkGeometry.DefaultChunkSize, ct, _config.EndpointUrl).ConfigureAwait(false);
+            var (repo, created) = await RepositoryLocator.OpenOrInitAsync(_config.Repository, ChunkGeometry.DefaultChunkSize, ct, _config.EndpointUrl, null,
+                _limiter is null ? null : b => new Storage.ThrottledBackend(b, _limiter)).ConfigureAwait(false);
             if (created) _log.Information("Created repository {Repo}", repo.Location);
             _repo = repo;
         }
@@ -272,7 +276,10 @@ public sealed class ServerReplicator : IAsyncDisposable
         var clock = Stopwatch.StartNew();
         var repo = await RepoAsync(ct).ConfigureAwait(false);
         if (_config.Ebs is not null && _ebsClient is null)
+        {
             _ebsClient = EbsTargets.CreateClient(EbsTargets.Region(_config.Ebs), _config.EbsEndpointUrl, _config.Profile);
+            if (_limiter is not null) _ebsClient = new ThrottledEbsClient(_ebsClient, _limiter);
+        }
 
         using var source = BlockSource.OpenAny(config.Source);
         if (_config.DirectIo) source.TryEnableDirectIo();
@@ -396,6 +403,7 @@ public sealed class ServerReplicator : IAsyncDisposable
     {
         await DropTargetsAsync().ConfigureAwait(false);
         _ebsClient?.Dispose();
+        _limiter?.Dispose();
         _wake.Dispose();
     }
 }

@@ -114,10 +114,10 @@ public sealed class DaemonTests : IDisposable
     public void A_bad_configuration_is_refused_in_one_line_that_names_every_problem()
     {
         string path = _dir.File("bad.json");
-        File.WriteAllText(path, """{ "volumes": [{ "name": "Root Disk", "source": "/nonexistent/disk.img" }], "statusListen": "0.0.0.0:9999", "interval": "soon", "colour": "blue" }""");
+        File.WriteAllText(path, """{ "volumes": [{ "name": "Root Disk", "source": "/nonexistent/disk.img" }], "statusListen": "0.0.0.0:9999", "interval": "soon", "colour": "blue", "bandwidth": "fast" }""");
         var r = CliRunner.Run("daemon", "--config", path);
         Cli.AssertOneLineError(r, 2);
-        foreach (var part in new[] { "unknown setting 'colour'", "volumes[0].name 'Root Disk'", "does not exist", "no target", "interval 'soon'", "loopback only" })
+        foreach (var part in new[] { "unknown setting 'colour'", "volumes[0].name 'Root Disk'", "does not exist", "no target", "interval 'soon'", "loopback only", "bandwidth: " })
             Assert.Contains(part, r.Stderr);
 
         Cli.AssertOneLineError(CliRunner.Run("daemon", "--config", _dir.File("missing.json")), 2, mentions: "does not exist");
@@ -209,6 +209,23 @@ public sealed class DaemonTests : IDisposable
             fs.Flush(flushToDisk: true);
             ct.WaitHandle.WaitOne(25);
         }
+    }
+
+    [Fact]
+    public async Task The_bandwidth_cap_holds_the_initial_sync_to_its_rate()
+    {
+        string image = _dir.File("random.img");
+        DiskImages.Random(image, 24L << 20, seed: 3); // incompressible: every byte read is a byte stored
+        int port = DaemonProcess.FreePort();
+        var config = new { stateDir = _dir.File("state"), repository = _dir.File("repo"), interval = "1h", statusListen = $"127.0.0.1:{port}",
+            bandwidth = "40Mbps", volumes = new[] { new { name = "vol", source = image } } };
+        using var daemon = DaemonProcess.Start(_dir.File("blockrepl.json"), config, port);
+        var s = await daemon.WaitForAsync(s => DaemonProcess.Cycles(s) >= 1, "the initial sync");
+        double seconds = DaemonProcess.Volume(s).GetProperty("lastCycleSeconds").GetDouble();
+        double rate = (24L << 20) / seconds;
+        // 40 Mbps = 5,000,000 B/s. The cap may only slow the sync down: more than 10 % above it means it did not hold.
+        Assert.True(rate <= 5_000_000 * 1.10, $"the initial sync stored {rate / 1e6:0.00} MB/s under a 5 MB/s cap");
+        Assert.Equal(0, daemon.Terminate());
     }
 
     [Fact]
