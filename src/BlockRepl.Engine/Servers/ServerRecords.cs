@@ -84,11 +84,11 @@ public static class ServerRecords
         var parts = key[Prefix.Length..].Split('/');
         if (parts.Length != 2 || !ServerIdentity.IsValidId(parts[0])) return false;
         string name = parts[1];
-        // 18 time characters, '-', 4 hex digits, ".json"
-        if (name.Length != 18 + 1 + 4 + 5 || name[18] != '-' || !name.EndsWith(".json", StringComparison.Ordinal)
-            || name.AsSpan(19, 4).IndexOfAnyExcept("0123456789abcdef") >= 0)
+        // 19 time characters (yyyyMMddTHHmmssfffZ), '-', 4 hex digits, ".json"
+        if (name.Length != 19 + 1 + 4 + 5 || name[19] != '-' || !name.EndsWith(".json", StringComparison.Ordinal)
+            || name.AsSpan(20, 4).IndexOfAnyExcept("0123456789abcdef") >= 0)
             return false;
-        if (!DateTime.TryParseExact(name[..18], TimeFormat, CultureInfo.InvariantCulture, DateTimeStyles.AdjustToUniversal | DateTimeStyles.AssumeUniversal, out var t))
+        if (!DateTime.TryParseExact(name[..19], TimeFormat, CultureInfo.InvariantCulture, DateTimeStyles.AdjustToUniversal | DateTimeStyles.AssumeUniversal, out var t))
             return false;
         serverId = parts[0];
         time = new DateTimeOffset(t, TimeSpan.Zero);
