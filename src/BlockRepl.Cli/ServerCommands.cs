@@ -89,15 +89,15 @@ internal static class ServerCommands
         foreach (var r in records)
         {
             long total = r.Volumes.Sum(v => v.SizeBytes);
-            Console.WriteLine($"{r.Name,-20}  {r.ServerId,-18}  {FleetState(r, now),-13}  {Seconds(r.LagSeconds),8}  {Age(now - r.Time),9}  {r.Volumes.Count,7}  {Format.Bytes(total),10}  {r.Inventory?.Os ?? "-"}");
+            Console.WriteLine($"{r.Name,-20}  {r.ServerId,-18}  {FleetState(r, now) ?? "-",-13}  {Seconds(r.LagSeconds),8}  {Age(now - r.Time),9}  {r.Volumes.Count,7}  {Format.Bytes(total),10}  {r.Inventory?.Os ?? "-"}");
         }
         Console.WriteLine($"{records.Count} server(s)");
         return ExitCodes.Ok;
     }
 
-    /// <summary>The state shown for a server: DISCONNECTED when it has not published for <see cref="DisconnectedAfter"/>, else its own ("-" when not replicating).</summary>
-    internal static string FleetState(ServerRecord r, DateTimeOffset now) =>
-        now - r.Time > DisconnectedAfter ? Disconnected : r.State ?? "-";
+    /// <summary>The state shown for a server: DISCONNECTED when it has not published for <see cref="DisconnectedAfter"/>, else its own (null when not replicating).</summary>
+    internal static string? FleetState(ServerRecord r, DateTimeOffset now) =>
+        now - r.Time > DisconnectedAfter ? Disconnected : r.State;
 
     private static string? Name(string? v)
     {
