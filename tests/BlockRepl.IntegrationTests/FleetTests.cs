@@ -62,7 +62,7 @@ public sealed class FleetTests
     }
 
     [Fact]
-    public async Task InventoryPublishedFiveTimes_KeepsThreeRecords_UnderTheStateDirectorysServerId()
+    public void InventoryPublishedFiveTimes_KeepsThreeRecords_UnderTheStateDirectorysServerId()
     {
         using var t = new TempDir("br-fleet");
         string repo = t.File("repo"), state = t.File("state");
@@ -83,7 +83,6 @@ public sealed class FleetTests
         var server = Assert.Single(fleet);
         Assert.Equal(id, server.Str("serverId"));
         Assert.Equal(times[^1], server.GetProperty("time").GetDateTimeOffset());
-        await Task.CompletedTask;
     }
 
     [Fact]
