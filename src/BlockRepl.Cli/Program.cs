@@ -27,6 +27,8 @@ namespace BlockRepl.Cli
               blockrepl ebs-endpoint --data DIR [--listen 127.0.0.1:PORT] [--no-auth] [--put-rate N] [--minute 60s] ... (docs/ebs-endpoint.md)
               blockrepl daemon [--config /etc/blockrepl/blockrepl.json] [--setting=value]...   (docs/daemon.md)
               blockrepl status [--url http://127.0.0.1:9184] [--config FILE] [--json]
+              blockrepl inventory [--json] [--repo <dir|s3://…> [--state-dir DIR] [--name N]]   (docs/servers.md)
+              blockrepl fleet --repo <dir|s3://…> [--json] [--endpoint-url U]
               blockrepl help | version
 
             sources: a raw image file, a block device, an NBD export (nbd+unix:///EXPORT?socket=PATH, nbd://HOST:PORT/EXPORT),
@@ -71,6 +73,8 @@ namespace BlockRepl.Cli
                     "ebs-endpoint" => await EbsEndpointCommand.RunAsync(rest, cts.Token).ConfigureAwait(false),
                     "daemon" => await DaemonCommands.DaemonAsync(rest, cts.Token).ConfigureAwait(false),
                     "status" => await DaemonCommands.StatusAsync(rest, cts.Token).ConfigureAwait(false),
+                    "inventory" => await ServerCommands.InventoryAsync(rest, cts.Token).ConfigureAwait(false),
+                    "fleet" => await ServerCommands.FleetAsync(rest, cts.Token).ConfigureAwait(false),
                     "help" or "--help" or "-h" => PrintUsage(),
                     "version" or "--version" => PrintVersion(),
                     _ => throw new UsageException($"unknown command '{command}' (see 'blockrepl help')"),

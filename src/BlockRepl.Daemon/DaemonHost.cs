@@ -35,7 +35,7 @@ public static class DaemonHost
         }
         var config = DaemonConfig.Load(configPath, overrides);
         config.Validate();
-        string serverId = ServerIdentityFile.LoadOrCreate(config.StateDirectory);
+        string serverId = Engine.Servers.ServerIdentity.LoadOrCreate(config.StateDirectory).Id;
 
         var logConfig = new LoggerConfiguration()
             .MinimumLevel.Is(argv.Contains("--verbose") ? LogEventLevel.Debug : LogEventLevel.Information)
@@ -169,42 +169,4 @@ public static class Metrics
         b.Append(name).Append('{').Append(labels).Append("} ").Append(value.ToString("R", CultureInfo.InvariantCulture)).Append('\n');
 
     private static string Escape(string s) => s.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("\"", "\\\"", StringComparison.Ordinal).Replace("\n", "\\n", StringComparison.Ordinal);
-}
-
-/// <summary>The server's identity: generated once (random, not from a MAC or host name) and kept in the state directory.</summary>
-internal static class ServerIdentityFile
-{
-    public static string LoadOrCreate(string stateDir)
-    {
-        Directory.CreateDirectory(stateDir);
-        string path = Path.Combine(stateDir, "server-id");
-        for (int attempt = 0; attempt < 2; attempt++)
-        {
-            if (File.Exists(path))
-            {
-                string id = File.ReadAllText(path).Trim();
-                if (id.Length == 18 && id.StartsWith("s-", StringComparison.Ordinal) && id[2..].All(Uri.IsHexDigit)) return id;
-                throw new UsageException($"server identity file '{path}' is damaged (expected s- and 16 hex digits); restore it, or delete it to register as a new server");
-            }
-            string fresh = "s-" + Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(8));
-            string tmp = path + $".{Environment.ProcessId}.tmp";
-            using (var fs = new FileStream(tmp, FileMode.Create, FileAccess.Write))
-            {
-                fs.Write(Encoding.ASCII.GetBytes(fresh + "\n"));
-                fs.Flush(flushToDisk: true);
-            }
-            try
-            {
-                // Link, not rename: if another process created it meanwhile, its identity wins and is read back.
-                File.Move(tmp, path, overwrite: false);
-                Native.Linux.LinuxFile.FsyncDirectory(stateDir);
-                return fresh;
-            }
-            catch (IOException) when (File.Exists(path))
-            {
-                File.Delete(tmp);
-            }
-        }
-        throw new UsageException($"cannot create the server identity in '{stateDir}'");
-    }
 }
