@@ -237,7 +237,56 @@ public sealed class ServerReplicator : IAsyncDisposable
             Status.Cycles++;
         }
         Status.Refresh(now);
+        await PublishRecordAsync(ct).ConfigureAwait(false);
         return true;
+    }
+
+    private DateTimeOffset _recordPublished, _inventoryTime;
+    private string? _recordState;
+    private Engine.Servers.ServerInventory? _inventory;
+
+    /// <summary>
+    /// Keeps the server's record in the repository current (docs/servers.md) for `blockrepl fleet`: at most every
+    /// 30 s, or at once when the state changed; the inventory is collected again every hour.
+    /// </summary>
+    private async Task PublishRecordAsync(CancellationToken ct)
+    {
+        if (_repo is null) return;
+        var now = DateTimeOffset.UtcNow;
+        if (_recordState == Status.State && now - _recordPublished < TimeSpan.FromSeconds(30)) return;
+        if (_inventory is null || now - _inventoryTime > TimeSpan.FromHours(1))
+        {
+            _inventory = Engine.Servers.ServerInventory.Collect();
+            _inventoryTime = now;
+        }
+        Engine.Servers.ServerRecord record;
+        lock (Status.Gate)
+        {
+            record = new Engine.Servers.ServerRecord
+            {
+                ServerId = Status.ServerId,
+                Name = Status.Name,
+                Time = now,
+                State = Status.State,
+                LagSeconds = Status.LagSeconds,
+                LastRecoveryPointTime = Status.LastPointTime,
+                Volumes = [.. Status.Volumes.Select(v => new Engine.Servers.ServerVolumeRecord
+                {
+                    Name = v.Name, Source = v.Source, SizeBytes = v.TotalBytes, State = v.State, LagSeconds = v.LagSeconds,
+                    ReplicatedBytes = v.ReplicatedBytes, BacklogBytes = v.BacklogBytes,
+                })],
+                Inventory = _inventory,
+            };
+        }
+        try
+        {
+            await Engine.Servers.ServerRecords.PublishAsync(_repo.Backend, record, ct).ConfigureAwait(false);
+            (_recordPublished, _recordState) = (now, record.State);
+        }
+        catch (Exception e) when (e is IOException or Storage.StorageException)
+        {
+            _log.Warning("Cannot publish the server record: {Error}", e.Message);
+        }
     }
 
     private static string ExitReason(Exception e) => e switch

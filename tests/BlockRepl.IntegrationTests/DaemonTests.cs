@@ -192,6 +192,9 @@ public sealed class DaemonTests : IDisposable
         Assert.True(Files.ContentEquals(image, _dir.File("replica.img")), "the replica differs from the device at its last recovery point");
         // Every cycle published a server recovery point naming the volume's recovery point.
         Assert.True(Directory.EnumerateFiles(Path.Combine(repo, "points", serverId)).Count() >= 5);
+        // And `fleet` lists the server with its record.
+        var fleet = JsonDocument.Parse(CliRunner.Ok("fleet", "--repo", repo, "--json")).RootElement;
+        Assert.Contains(fleet.EnumerateArray(), e => e.GetProperty("serverId").GetString() == serverId && e.GetProperty("name").GetString() == "web-1");
     }
 
     /// <summary>4 KiB writes at random offsets, about 40 per second, each flushed to the device.</summary>
