@@ -51,13 +51,17 @@ internal static class SourceReader
             return holes;
         }
         long done = 0;
+        // Changed ranges are many small scattered reads: where the source allows, several are in flight at once
+        // (each hands its batch to the workers when it lands; batches are independent, so their order is free).
+        using var inFlight = source.MaxConcurrentReads > 1 ? new ConcurrentReads(source.MaxConcurrentReads) : null;
         foreach (var r in plan.Ranges)
         {
             if (r.Offset < 0 || r.End > size || r.Offset % plan.Alignment != 0)
                 throw new SourceException($"source '{source.Path}' reported a changed range {r.Offset}+{r.Length} outside its {size} bytes or off the {plan.Alignment}-byte grid");
-            ReadRange(source, r.Offset, r.End, zeroFillHoles: true, plan.Alignment, done, free, work, progress, ct);
+            ReadRange(source, r.Offset, r.End, zeroFillHoles: true, plan.Alignment, done, free, work, progress, ct, inFlight);
             done += r.Length;
         }
+        inFlight?.WaitAll();
         progress.DoneBytes = done;
         return 0;
     }
@@ -66,7 +70,7 @@ internal static class SourceReader
     public const int BatchAlignment = Core.Formats.ChunkGeometry.BlockSize;
 
     private static long ReadRange(IBlockSource source, long from, long to, bool zeroFillHoles, int alignment, long doneBefore,
-        BoundedQueue<byte[]> free, BoundedQueue<ReadBatch> work, Jobs.JobProgress progress, CancellationToken ct)
+        BoundedQueue<byte[]> free, BoundedQueue<ReadBatch> work, Jobs.JobProgress progress, CancellationToken ct, ConcurrentReads? inFlight = null)
     {
         long pos = from, holes = 0;
         while (pos < to)
@@ -95,18 +99,64 @@ internal static class SourceReader
             ct.ThrowIfCancellationRequested();
             free.TryTake(out var buf);
             int align = AlignedStart(buf!);
-            if (zero) buf.AsSpan(align, len).Clear();
-            else
-            {
-                int n = source.ReadBatch(buf.AsMemory(align), start, len);
-                if (n != len)
-                    throw new SourceException($"source '{source.Path}' ended at {start + n} bytes, expected {source.Size}: was it truncated during the backup?");
-            }
             pos = end;
             progress.DoneBytes = doneBefore + (pos - from);
-            work.Add(new ReadBatch(buf!, align, start, len));
+            if (zero)
+            {
+                buf.AsSpan(align, len).Clear();
+                work.Add(new ReadBatch(buf!, align, start, len));
+            }
+            else if (inFlight is not null) inFlight.Start(() => ReadOne(source, buf!, align, start, len, work));
+            else ReadOne(source, buf!, align, start, len, work);
         }
         return holes;
+    }
+
+    private static void ReadOne(IBlockSource source, byte[] buf, int align, long start, int len, BoundedQueue<ReadBatch> work)
+    {
+        int n = source.ReadBatch(buf.AsMemory(align), start, len);
+        if (n != len)
+            throw new SourceException($"source '{source.Path}' ended at {start + n} bytes, expected {source.Size}: was it truncated during the backup?");
+        work.Add(new ReadBatch(buf, align, start, len));
+    }
+
+    /// <summary>At most N reads running on pool threads; the first failure is rethrown to the reader.</summary>
+    private sealed class ConcurrentReads(int limit) : IDisposable
+    {
+        private readonly SemaphoreSlim _slots = new(limit, limit);
+        private readonly int _limit = limit;
+        private Exception? _failure;
+
+        public void Start(Action read)
+        {
+            _slots.Wait();
+            ThrowIfFailed();
+            ThreadPool.UnsafeQueueUserWorkItem(_ =>
+            {
+                try { read(); }
+                catch (Exception e) { Interlocked.CompareExchange(ref _failure, e, null); }
+                finally { _slots.Release(); }
+            }, null);
+        }
+
+        public void WaitAll()
+        {
+            for (int i = 0; i < _limit; i++) _slots.Wait();
+            _slots.Release(_limit);
+            ThrowIfFailed();
+        }
+
+        private void ThrowIfFailed()
+        {
+            if (_failure is { } f) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(f).Throw();
+        }
+
+        public void Dispose()
+        {
+            // Never release buffers that a read may still be writing into: wait for every read first.
+            for (int i = 0; i < _limit; i++) _slots.Wait();
+            _slots.Dispose();
+        }
     }
 
     private static unsafe int AlignedStart(byte[] pinned)

@@ -22,6 +22,13 @@ public interface IBlockSource : IDisposable
     /// with room for the length rounded up to 4 KiB); returns the count, short only at the end of the volume.
     /// </summary>
     int ReadBatch(Memory<byte> alignedBuffer, long offset, int length);
+    /// <summary>
+    /// How many <see cref="ReadBatch"/> calls may run at once from different threads. 1 (the default) for files and
+    /// devices: one sequential reader per device (ref/perf.md §5). A network source answers scattered small reads
+    /// faster with several in flight.
+    /// </summary>
+    int MaxConcurrentReads => 1;
+
     /// <summary>Drops what was read from the page cache, where that applies.</summary>
     void DropCache(long offset, long length);
 }

@@ -30,6 +30,8 @@ public sealed class NbdBlockSource : IBlockSource
     public long Size => _client.Size;
     public bool DirectIo => false;
     public bool TryEnableDirectIo() => false;
+    /// <summary>The client multiplexes requests on its connection by cookie: reads may overlap.</summary>
+    public int MaxConcurrentReads => 8;
     public void DropCache(long offset, long length) { }
 
     /// <summary>True when <paramref name="text"/> is an NBD URI (then <see cref="Open"/> handles it).</summary>

@@ -68,6 +68,7 @@ public sealed partial class QemuSource : ITrackedSource
     public long Size { get; }
     public bool DirectIo => false;
     public bool TryEnableDirectIo() => false;
+    public int MaxConcurrentReads => 8;
     public void DropCache(long offset, long length) { }
 
     /// <summary>True when <paramref name="text"/> names a QEMU source (<c>qcow2:</c> or <c>qmp:</c>).</summary>
