@@ -109,14 +109,15 @@ def run_case(name, source, target_file, env_extra=None):
     logf = open(os.path.join(d, "daemon.log"), "w")
     p = subprocess.Popen([BLOCKREPL, "daemon", "--config", os.path.join(d, "blockrepl.json")], stdout=logf, stderr=logf, env=env)
     try:
-        log(f"{name}: initial sync")
+        log(f"{name}: initial sync and a first incremental")
         t0 = time.monotonic()
         while True:
             if p.poll() is not None:
                 raise SystemExit(f"{name}: the daemon exited: see {d}/daemon.log")
             try:
                 s = status(port)
-                if s["volumes"][0]["cycles"] >= 1:
+                # After the initial sync and one incremental: the lag of the full sync's view is not what is measured.
+                if s["volumes"][0]["cycles"] >= 2:
                     break
             except OSError:
                 pass
@@ -201,7 +202,7 @@ def main():
         f" {RATE / 1e6:.0f} MB/s of random 64 KiB writes for {DURATION:.0f} s, interval 0 (cycles back to back),"
         " a local repository; status sampled every 0.25 s.",
         "",
-        "| source | initial sync | writes achieved | lag p50 | lag p99 | lag max | achieved RPO p50 | p99 | cycles | daemon core·s (cores) | peak RSS |",
+        "| source | initial sync + 1st incremental | writes achieved | lag p50 | lag p99 | lag max | achieved RPO p50 | p99 | cycles | daemon core·s (cores) | peak RSS |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
