@@ -118,6 +118,28 @@ public sealed class QemuTrackingTests : IDisposable
     }
 
     [Fact]
+    public void Writes_the_tracking_missed_fail_the_audit_before_anything_is_committed_and_the_next_run_rescans()
+    {
+        string image = NewImage();
+        Cli.Backup("qcow2:" + image, Repo, State);
+        // A tracking bug, simulated: 48 of the 64 MiB are rewritten while the checkpoint bitmap is not recording.
+        // The audit re-reads 16 random unchanged chunks: all of them missing the rewrite has odds of (1/4)^16.
+        string bitmap = OurBitmaps(image)[0];
+        Run("qemu-img", "bitmap", "--disable", image, bitmap);
+        Write(image, "write -P 0x99 0 48M");
+        Run("qemu-img", "bitmap", "--enable", image, bitmap);
+        Write(image, "write -P 0x9a 60M 4k");
+
+        var failed = CliRunner.Run("backup", "qcow2:" + image, "--repo", Repo, "--state-dir", State, "--no-progress");
+        Cli.AssertOneLineError(failed, 3, mentions: "change-tracking audit failed");
+        Assert.Single(Cli.Snapshots(Repo));
+
+        var rescan = Cli.Backup("qcow2:" + image, Repo, State);
+        Assert.Equal("RESCAN", rescan.Str("mode"));
+        AssertRestoresTo(rescan.Str("id"), Raw(image, "audited.raw"));
+    }
+
+    [Fact]
     public async Task An_image_in_use_is_refused_with_a_one_line_error_and_left_untouched()
     {
         string image = NewImage();

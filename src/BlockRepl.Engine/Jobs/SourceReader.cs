@@ -159,7 +159,7 @@ internal static class SourceReader
         }
     }
 
-    private static unsafe int AlignedStart(byte[] pinned)
+    internal static unsafe int AlignedStart(byte[] pinned)
     {
         long address = (long)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(pinned));
         return (int)((BlockSource.DirectAlignment - address % BlockSource.DirectAlignment) % BlockSource.DirectAlignment);
