@@ -126,7 +126,21 @@ public sealed class ServerReplicator : IAsyncDisposable
                 await WaitAsync(Timeout.InfiniteTimeSpan, ct).ConfigureAwait(false);
                 continue;
             }
-            bool ok = await RunCycleAsync(ct).ConfigureAwait(false);
+            bool ok;
+            try { ok = await RunCycleAsync(ct).ConfigureAwait(false); }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested) { break; }
+            catch (Exception e)
+            {
+                // Whatever failed after the volumes (publishing the point, retention, the record) leaves the earlier
+                // points intact: the server is STALLED with the reason, and the loop backs off and tries again.
+                string reason = ExitReason(e);
+                SetAll(ReplicationStates.Stalled, reason);
+                lock (Status.Gate) Status.Errors++;
+                if (e is UserErrorException or IOException or Storage.StorageException) _log.Warning("STALLED: {Reason}", reason);
+                else _log.Error(e, "STALLED: {Reason}", reason);
+                await DropTargetsAsync().ConfigureAwait(false);
+                ok = false;
+            }
             SaveStatus();
             if (ct.IsCancellationRequested) break;
             TimeSpan wait = ok ? _config.IntervalSpan : backoff;
