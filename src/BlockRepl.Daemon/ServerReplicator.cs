@@ -27,6 +27,7 @@ public sealed class ServerReplicator : IAsyncDisposable
     private readonly string _stateDir;
     private readonly Queue<(DateTimeOffset Time, double Rpo)> _rpoWindow = new();
     private Repo? _repo;
+    private readonly Dictionary<string, IBlockSource> _tracked = [];
     // One limiter for every upload of the server: the cap is the server's, whatever the targets.
     private readonly Engine.Throttling.BandwidthLimiter? _limiter;
     private List<ServerPoint>? _points;
@@ -325,6 +326,13 @@ public sealed class ServerReplicator : IAsyncDisposable
     /// <summary>After a failure the repository is opened afresh (its index may hold what the failed run claimed).</summary>
     private async Task DropTargetsAsync()
     {
+        // After a failure everything is set up again: a broken QMP or NBD connection must not outlive it.
+        foreach (var kept in _tracked.Values)
+        {
+            try { kept.Dispose(); }
+            catch (Exception e) when (e is IOException or Qemu.QmpException or Nbd.NbdException or SourceException) { }
+        }
+        _tracked.Clear();
         if (_repo is not null)
         {
             _points = null;
@@ -344,7 +352,17 @@ public sealed class ServerReplicator : IAsyncDisposable
             if (_limiter is not null) _ebsClient = new ThrottledEbsClient(_ebsClient, _limiter);
         }
 
-        using var source = BlockSource.OpenAny(config.Source);
+        // A tracked (QEMU) source stays open between cycles: its QMP connection, NBD server and, for qcow2:, its
+        // qemu-storage-daemon are set up once, so a cycle costs only its checkpoint. Files and devices are opened
+        // afresh each cycle (cheap, and a resized image is seen at once).
+        IBlockSource source;
+        if (!_tracked.TryGetValue(config.Name, out var kept))
+        {
+            source = BlockSource.OpenAny(config.Source);
+            if (source is ITrackedSource) _tracked[config.Name] = source;
+        }
+        else source = kept;
+        using var perCycle = source is ITrackedSource ? null : source;
         if (_config.DirectIo) source.TryEnableDirectIo();
         bool tracked = source is ITrackedSource;
         // Without a checkpoint or a clone the read sees the volume changing under it: the point is fuzzy.
