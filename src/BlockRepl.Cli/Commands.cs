@@ -106,14 +106,6 @@ internal static class Commands
         if (a.Flag("--direct-io") && !source.TryEnableDirectIo())
             Log.Warning("{Source}: the filesystem refuses O_DIRECT; reading through the page cache", source.Path);
 
-        if (location is null)
-        {
-            var r = await TrackedRun.RunAsync(source, () => WithProgress(ebs!.Progress, a, () => ebs.RunAsync(source, Workers(a), a.Flag("--drop-cache"), ct)), ct).ConfigureAwait(false);
-            if (json) WriteJson(w => EbsCommands.Write(w, r));
-            else EbsCommands.Print(r);
-            return ExitCodes.Ok;
-        }
-
         var options = new BackupOptions
         {
             Tags = [.. a.Values("--tag")],
@@ -124,20 +116,23 @@ internal static class Commands
             Host = host,
             Observer = ebs,
         };
+        bool show = !a.Flag("--no-progress");
+        if (location is null)
+        {
+            var (_, r) = await ReplicationRun.RunAsync(source, null, options, ebs, p => new ProgressPrinter(p, show), Log.Logger, ct).ConfigureAwait(false);
+            if (json) WriteJson(w => EbsCommands.Write(w, r!));
+            else EbsCommands.Print(r!);
+            return ExitCodes.Ok;
+        }
+
         string? storageClass = StorageClass(a);
         var (repo, created) = await RepositoryLocator.OpenOrInitAsync(location, ChunkSize(a), ct, a.Value("--endpoint-url"), storageClass,
             limiter is null ? null : b => new BlockRepl.Storage.ThrottledBackend(b, limiter)).ConfigureAwait(false);
         await using (repo.ConfigureAwait(false))
         {
             if (created) Log.Information("Created repository {Repo}", repo.Location);
-            var (result, ebsResult) = await TrackedRun.RunAsync(source, async () =>
-            {
-                if (ebs is not null) await ebs.PrepareAsync(source, ct).ConfigureAwait(false);
-                var job = new BackupJob(repo, options, Log.Logger);
-                BackupResult result = await WithProgress(job.Progress, a, () => job.RunAsync(source, ct)).ConfigureAwait(false);
-                EbsResult? ebsResult = ebs is null ? null : await WithProgress(ebs.Progress, a, () => ebs.FinishAsync(ct)).ConfigureAwait(false);
-                return (result, ebsResult);
-            }, ct).ConfigureAwait(false);
+            var (backup, ebsResult) = await ReplicationRun.RunAsync(source, repo, options, ebs, p => new ProgressPrinter(p, show), Log.Logger, ct).ConfigureAwait(false);
+            var result = backup!;
             Log.Debug("GC: {Allocated} bytes allocated, {Gen0}/{Gen1}/{Gen2} collections, heap {Heap}", GC.GetTotalAllocatedBytes(), GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2), GC.GetGCMemoryInfo().HeapSizeBytes);
             if (json) WriteBackupJson(result, ebsResult);
             else

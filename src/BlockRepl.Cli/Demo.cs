@@ -132,10 +132,10 @@ internal static class Demo
     {
         using var source = BlockSource.Open(image);
         using var ebs = new EbsReplicator(ebsClient, new EbsTargetOptions { Description = "blockrepl demo" }, stateDir, Log.Logger);
-        await ebs.PrepareAsync(source, ct).ConfigureAwait(false);
-        var job = new BackupJob(repo, new BackupOptions { StateDir = stateDir, Tags = ["demo"], Observer = ebs }, Log.Logger);
-        BackupResult r = await Commands.WithProgress(job.Progress, progress, () => job.RunAsync(source, ct)).ConfigureAwait(false);
-        var e = await Commands.WithProgress(ebs.Progress, progress, () => ebs.FinishAsync(ct)).ConfigureAwait(false);
+        var (backup, ebsResult) = await ReplicationRun.RunAsync(source, repo, new BackupOptions { StateDir = stateDir, Tags = ["demo"], Observer = ebs },
+            ebs, p => new ProgressPrinter(p, progress), Log.Logger, ct).ConfigureAwait(false);
+        BackupResult r = backup!;
+        EbsResult e = ebsResult!;
         Commands.PrintBackup(r);
         EbsCommands.Print(e);
         return (r, e);

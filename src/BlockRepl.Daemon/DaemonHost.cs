@@ -54,11 +54,9 @@ public static class DaemonHost
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(30));
         builder.Services.AddSingleton(replicator);
         builder.Services.AddHostedService<ReplicationWorker>();
-        builder.WebHost.UseKestrel(k =>
-        {
-            if (config.StatusEndPoint is { } ep) k.Listen(ep);
-        });
-        if (config.StatusEndPoint is null) builder.WebHost.UseSetting(WebHostDefaults.PreventHostingStartupKey, "true");
+        // With the status endpoint off Kestrel is not started at all (it would otherwise bind its default port).
+        if (config.StatusEndPoint is { } ep) builder.WebHost.UseKestrel(k => k.Listen(ep));
+        else builder.Services.AddSingleton<Microsoft.AspNetCore.Hosting.Server.IServer, NoServer>();
         var app = builder.Build();
         MapEndpoints(app, replicator);
 
@@ -96,6 +94,15 @@ public static class DaemonHost
         app.MapPost("/pause", () => { replicator.SetPaused(true); return Results.Ok(); });
         app.MapPost("/resume", () => { replicator.SetPaused(false); return Results.Ok(); });
     }
+}
+
+/// <summary>The server when <c>statusListen</c> is empty: accepts the application and listens nowhere.</summary>
+internal sealed class NoServer : Microsoft.AspNetCore.Hosting.Server.IServer
+{
+    public Microsoft.AspNetCore.Http.Features.IFeatureCollection Features { get; } = new Microsoft.AspNetCore.Http.Features.FeatureCollection();
+    public Task StartAsync<TContext>(Microsoft.AspNetCore.Hosting.Server.IHttpApplication<TContext> application, CancellationToken cancellationToken) where TContext : notnull => Task.CompletedTask;
+    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+    public void Dispose() { }
 }
 
 /// <summary>The hosted service around <see cref="ServerReplicator.RunAsync"/>.</summary>

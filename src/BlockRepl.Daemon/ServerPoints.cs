@@ -43,15 +43,8 @@ public static class ServerPoints
 
     public static string Key(string serverId, string id) => $"{Prefix}{serverId}/{id}.json";
 
-    public static async Task PublishAsync(IBackend backend, ServerPoint point, CancellationToken ct)
-    {
-        var upload = await backend.CreateAsync(Key(point.ServerId, point.Id), ct).ConfigureAwait(false);
-        await using (upload.ConfigureAwait(false))
-        {
-            await JsonSerializer.SerializeAsync(upload.Stream, point, PointJsonContext.Default.ServerPoint, ct).ConfigureAwait(false);
-            await upload.CommitAsync(ct).ConfigureAwait(false);
-        }
-    }
+    public static Task PublishAsync(IBackend backend, ServerPoint point, CancellationToken ct) =>
+        backend.PutAsync(Key(point.ServerId, point.Id), JsonSerializer.SerializeToUtf8Bytes(point, PointJsonContext.Default.ServerPoint), ct).AsTask();
 
     /// <summary>The server's recovery points, oldest first (ids sort by time).</summary>
     public static async Task<List<ServerPoint>> ListAsync(IBackend backend, string serverId, CancellationToken ct)

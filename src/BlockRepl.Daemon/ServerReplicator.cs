@@ -34,7 +34,6 @@ public sealed class ServerReplicator : IAsyncDisposable
     private IEbsClient? _ebsClient;
     private JobProgress? _active;
     private VolumeStatus? _activeVolume;
-    private long _activeStartDone;
     private readonly SemaphoreSlim _wake = new(0, int.MaxValue);
 
     public ServerStatus Status { get; }
@@ -105,7 +104,7 @@ public sealed class ServerReplicator : IAsyncDisposable
                 v.ReplicatedBytes = done;
                 v.Percent = Math.Round(100.0 * done / total, 1);
                 double elapsed = (DateTimeOffset.UtcNow - _activeStarted).TotalSeconds;
-                v.EtaSeconds = done > _activeStartDone && elapsed > 1 ? Math.Round((total - done) * elapsed / (done - _activeStartDone), 0) : null;
+                v.EtaSeconds = done > 0 && elapsed > 1 ? Math.Round((total - done) * elapsed / done, 0) : null;
             }
         }
     }
@@ -379,6 +378,8 @@ public sealed class ServerReplicator : IAsyncDisposable
             volume.Reason = null;
         }
 
+        using var ebs = _ebsClient is null ? null
+            : new EbsReplicator(_ebsClient, new EbsTargetOptions { Host = Status.ServerId, Description = $"blockrepl {Status.Name} {config.Name}" }, _stateDir, _log);
         var options = new BackupOptions
         {
             StateDir = _stateDir,
@@ -387,36 +388,13 @@ public sealed class ServerReplicator : IAsyncDisposable
             DropSourceCache = true,
             Host = Status.ServerId,
             Tags = [$"server:{Status.ServerId}", $"volume:{config.Name}", $"cycle:{cycleId}", .. tracked ? Array.Empty<string>() : ["fuzzy"]],
+            Observer = ebs,
         };
-        using var ebs = _ebsClient is null ? null
-            : new EbsReplicator(_ebsClient, new EbsTargetOptions { Host = Status.ServerId, Description = $"blockrepl {Status.Name} {config.Name}" }, _stateDir, _log);
-        BackupResult? result = null;
-        EbsResult? ebsResult = null;
-        await TrackedRun.RunAsync(source, async () =>
+        var (result, ebsResult) = await ReplicationRun.RunAsync(source, repo, options, ebs, p =>
         {
-            if (repo is not null)
-            {
-                if (ebs is not null) await ebs.PrepareAsync(source, ct).ConfigureAwait(false);
-                var job = new BackupJob(repo, new BackupOptions
-                {
-                    StateDir = options.StateDir, Workers = options.Workers, DirectIo = options.DirectIo, DropSourceCache = options.DropSourceCache,
-                    Host = options.Host, Tags = options.Tags, Observer = ebs,
-                }, _log);
-                Track(job.Progress, volume);
-                result = await Task.Run(() => job.RunAsync(source, ct), ct).ConfigureAwait(false);
-                if (ebs is not null)
-                {
-                    Track(ebs.Progress, volume);
-                    ebsResult = await ebs.FinishAsync(ct).ConfigureAwait(false);
-                }
-            }
-            else
-            {
-                Track(ebs!.Progress, volume);
-                ebsResult = await ebs.RunAsync(source, _config.Workers, true, ct).ConfigureAwait(false);
-            }
-            return true;
-        }, ct).ConfigureAwait(false);
+            Track(p, volume);
+            return null;
+        }, _log, ct).ConfigureAwait(false);
         _active = null;
         _activeVolume = null;
 
@@ -459,7 +437,6 @@ public sealed class ServerReplicator : IAsyncDisposable
     private void Track(JobProgress progress, VolumeStatus volume)
     {
         _activeStarted = DateTimeOffset.UtcNow;
-        _activeStartDone = 0;
         _activeVolume = volume;
         _active = progress;
     }

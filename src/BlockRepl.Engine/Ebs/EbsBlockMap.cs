@@ -60,16 +60,8 @@ internal static class EbsBlockMap
     }
 
     /// <summary>Creates a working map from a sealed one (entries copied; the header stays invalid until sealed).</summary>
-    public static SafeFileHandle CreateFrom(string sealedPath, string path, long blockCount)
-    {
-        File.Copy(sealedPath, path, overwrite: true);
-        var h = File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite, FileShare.Read);
-        Span<byte> head = stackalloc byte[HeadLength];
-        head.Clear();
-        RandomAccess.Write(h, head, 0);
-        RandomAccess.SetLength(h, EntryOffset(blockCount));
-        return h;
-    }
+    public static SafeFileHandle CreateFrom(string sealedPath, string path, long blockCount) =>
+        Repository.MapFiles.CopyUnsealed(sealedPath, path, HeadLength, EntryOffset(blockCount));
 
     public static void Seal(SafeFileHandle h, string path, Header header)
     {

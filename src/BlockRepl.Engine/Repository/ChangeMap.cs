@@ -46,14 +46,8 @@ public static class ChangeMap
     /// Creates the working file of a run that reads only changed ranges: a copy of the sealed map at
     /// <paramref name="sealedPath"/> with its header zeroed (invalid) until <see cref="Seal"/>.
     /// </summary>
-    public static SafeFileHandle CreateWorkingFrom(string sealedPath, string path, long chunkCount)
-    {
-        File.Copy(sealedPath, path, overwrite: true);
-        var h = File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite, FileShare.Read);
-        RandomAccess.Write(h, new byte[HeaderSize], 0);
-        RandomAccess.SetLength(h, EntryOffset(chunkCount));
-        return h;
-    }
+    public static SafeFileHandle CreateWorkingFrom(string sealedPath, string path, long chunkCount) =>
+        MapFiles.CopyUnsealed(sealedPath, path, HeaderSize, EntryOffset(chunkCount));
 
     /// <summary>Computes the entries' checksum, writes the header and fsyncs. The caller then renames into place.</summary>
     public static void Seal(SafeFileHandle h, string path, long chunkCount, Header header)
@@ -134,4 +128,21 @@ public static class ChangeMap
     }
 
     private static string ReadId(ReadOnlySpan<byte> s) => Convert.ToHexStringLower(s);
+}
+
+/// <summary>What the change map and the EBS block map (both a header and fixed-size entries) share.</summary>
+internal static class MapFiles
+{
+    /// <summary>
+    /// Copies a sealed map to a run's working file, its first <paramref name="headerLength"/> bytes zeroed (so it
+    /// is invalid until sealed) and sized to <paramref name="length"/>.
+    /// </summary>
+    public static SafeFileHandle CopyUnsealed(string sealedPath, string path, int headerLength, long length)
+    {
+        File.Copy(sealedPath, path, overwrite: true);
+        var h = File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite, FileShare.Read);
+        RandomAccess.Write(h, new byte[headerLength], 0);
+        RandomAccess.SetLength(h, length);
+        return h;
+    }
 }
