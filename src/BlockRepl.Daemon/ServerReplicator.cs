@@ -362,7 +362,9 @@ public sealed class ServerReplicator : IAsyncDisposable
         }
         else source = kept;
         using var perCycle = source is ITrackedSource ? null : source;
-        if (_config.DirectIo) source.TryEnableDirectIo();
+        // Decided here once per cycle, so a source that cannot bypass the page cache (NBD, QEMU, some filesystems)
+        // is read buffered with DONTNEED after each read, without a warning every cycle.
+        bool direct = _config.DirectIo && source.TryEnableDirectIo();
         bool tracked = source is ITrackedSource;
         // Without a checkpoint or a clone the read sees the volume changing under it: the point is fuzzy.
         var viewTime = DateTimeOffset.UtcNow;
@@ -384,7 +386,7 @@ public sealed class ServerReplicator : IAsyncDisposable
         {
             StateDir = _stateDir,
             Workers = _config.Workers,
-            DirectIo = _config.DirectIo,
+            DirectIo = direct,
             DropSourceCache = true,
             Host = Status.ServerId,
             Tags = [$"server:{Status.ServerId}", $"volume:{config.Name}", $"cycle:{cycleId}", .. tracked ? Array.Empty<string>() : ["fuzzy"]],
