@@ -106,37 +106,58 @@ internal static class SourceReader
                 buf.AsSpan(align, len).Clear();
                 work.Add(new ReadBatch(buf!, align, start, len));
             }
-            else if (inFlight is not null) inFlight.Start(() => ReadOne(source, buf!, align, start, len, work));
-            else ReadOne(source, buf!, align, start, len, work);
+            else if (inFlight is not null)
+            {
+                inFlight.Reserve();
+                inFlight.Start(ReadOneAsync(source, buf!, align, start, len, work));
+            }
+            else
+            {
+                int n = source.ReadBatch(buf.AsMemory(align), start, len);
+                Queue(source, n, buf!, align, start, len, work);
+            }
         }
         return holes;
     }
 
-    private static void ReadOne(IBlockSource source, byte[] buf, int align, long start, int len, BoundedQueue<ReadBatch> work)
+    private static async Task ReadOneAsync(IBlockSource source, byte[] buf, int align, long start, int len, BoundedQueue<ReadBatch> work)
     {
-        int n = source.ReadBatch(buf.AsMemory(align), start, len);
+        int n = await source.ReadBatchAsync(buf.AsMemory(align), start, len).ConfigureAwait(false);
+        Queue(source, n, buf, align, start, len, work);
+    }
+
+    private static void Queue(IBlockSource source, int n, byte[] buf, int align, long start, int len, BoundedQueue<ReadBatch> work)
+    {
         if (n != len)
             throw new SourceException($"source '{source.Path}' ended at {start + n} bytes, expected {source.Size}: was it truncated during the backup?");
         work.Add(new ReadBatch(buf, align, start, len));
     }
 
-    /// <summary>At most N reads running on pool threads; the first failure is rethrown to the reader.</summary>
+    /// <summary>At most N reads in flight (asynchronous: no thread waits for the network); the first failure is rethrown to the reader.</summary>
     private sealed class ConcurrentReads(int limit) : IDisposable
     {
         private readonly SemaphoreSlim _slots = new(limit, limit);
         private readonly int _limit = limit;
         private Exception? _failure;
 
-        public void Start(Action read)
+        /// <summary>Call with a slot taken by <see cref="Reserve"/>; the slot is released when <paramref name="read"/> ends.</summary>
+        public void Start(Task read)
+        {
+            read.ContinueWith(static (t, state) =>
+            {
+                var self = (ConcurrentReads)state!;
+                if (t.Exception is { } e) Interlocked.CompareExchange(ref self._failure, e.InnerException ?? e, null);
+                self._slots.Release();
+            }, this, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        }
+
+        /// <summary>Waits for a free slot (before the buffer is handed to a read).</summary>
+        public void Reserve()
         {
             _slots.Wait();
+            if (_failure is null) return;
+            _slots.Release(); // Dispose waits for every slot
             ThrowIfFailed();
-            ThreadPool.UnsafeQueueUserWorkItem(_ =>
-            {
-                try { read(); }
-                catch (Exception e) { Interlocked.CompareExchange(ref _failure, e, null); }
-                finally { _slots.Release(); }
-            }, null);
         }
 
         public void WaitAll()

@@ -23,6 +23,11 @@ public interface IBlockSource : IDisposable
     /// </summary>
     int ReadBatch(Memory<byte> alignedBuffer, long offset, int length);
     /// <summary>
+    /// <see cref="ReadBatch"/> without holding a thread while the data travels: how the reader keeps
+    /// <see cref="MaxConcurrentReads"/> network reads in flight. Completes only when nothing can still write into the buffer.
+    /// </summary>
+    ValueTask<int> ReadBatchAsync(Memory<byte> alignedBuffer, long offset, int length) => new(ReadBatch(alignedBuffer, offset, length));
+    /// <summary>
     /// How many <see cref="ReadBatch"/> calls may run at once from different threads. 1 (the default) for files and
     /// devices: one sequential reader per device (ref/perf.md §5). A network source answers scattered small reads
     /// faster with several in flight.

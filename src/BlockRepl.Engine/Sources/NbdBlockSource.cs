@@ -89,30 +89,38 @@ public sealed class NbdBlockSource : IBlockSource
 
     public int ReadBatch(Memory<byte> alignedBuffer, long offset, int length)
     {
+        var read = ReadBatchAsync(alignedBuffer, offset, length);
+        return read.IsCompletedSuccessfully ? read.Result : read.AsTask().GetAwaiter().GetResult();
+    }
+
+    public async ValueTask<int> ReadBatchAsync(Memory<byte> alignedBuffer, long offset, int length)
+    {
         int n = (int)Math.Min(length, Size - offset);
         if (n <= 0) return 0;
-        try
+        // Several requests in flight: the server overlaps its reads, and the socket never idles between them.
+        // Every piece is awaited, failed or not: none may still write into the buffer once this returns.
+        int pieces = (n + ConcurrentPiece - 1) / ConcurrentPiece;
+        Exception? failure = null;
+        if (pieces == 1) failure = await Complete(_client.ReadAsync(offset, alignedBuffer[..n])).ConfigureAwait(false);
+        else
         {
-            // Several requests in flight: the server overlaps its reads, and the socket never idles between them.
-            if (n <= ConcurrentPiece) _client.ReadAsync(offset, alignedBuffer[..n]).AsTask().GetAwaiter().GetResult();
-            else
+            var reads = new ValueTask[pieces];
+            for (int i = 0; i < pieces; i++)
             {
-                int pieces = (n + ConcurrentPiece - 1) / ConcurrentPiece;
-                var tasks = new Task[pieces];
-                for (int i = 0; i < pieces; i++)
-                {
-                    int start = i * ConcurrentPiece, len = Math.Min(ConcurrentPiece, n - start);
-                    tasks[i] = _client.ReadAsync(offset + start, alignedBuffer.Slice(start, len)).AsTask();
-                }
-                Task.WaitAll(tasks);
+                int start = i * ConcurrentPiece;
+                reads[i] = _client.ReadAsync(offset + start, alignedBuffer.Slice(start, Math.Min(ConcurrentPiece, n - start)));
             }
+            foreach (var read in reads) failure ??= await Complete(read).ConfigureAwait(false);
         }
-        catch (AggregateException e) when (e.InnerException is NbdException inner)
-        {
-            throw new SourceException($"source '{Path}': read of {n} bytes at {offset} failed: {inner.Message}", inner);
-        }
-        catch (NbdException e) { throw new SourceException($"source '{Path}': read of {n} bytes at {offset} failed: {e.Message}", e); }
+        if (failure is NbdException e) throw new SourceException($"source '{Path}': read of {n} bytes at {offset} failed: {e.Message}", e);
+        if (failure is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failure);
         return n;
+
+        static async ValueTask<Exception?> Complete(ValueTask read)
+        {
+            try { await read.ConfigureAwait(false); return null; }
+            catch (Exception e) { return e; }
+        }
     }
 
     public void Dispose() => _client.DisposeAsync().AsTask().GetAwaiter().GetResult();

@@ -306,6 +306,7 @@ public sealed partial class QemuSource : ITrackedSource
 
     public long NextData(long offset) => Reader.NextData(offset);
     public int ReadBatch(Memory<byte> alignedBuffer, long offset, int length) => Reader.ReadBatch(alignedBuffer, offset, length);
+    public ValueTask<int> ReadBatchAsync(Memory<byte> alignedBuffer, long offset, int length) => Reader.ReadBatchAsync(alignedBuffer, offset, length);
 
     private NbdBlockSource Reader => _reader ?? throw new InvalidOperationException($"source '{Path}' is read only between BeginCheckpoint and its end");
 
