@@ -10,7 +10,8 @@ The status endpoint is sampled every 0.25 s: lag = age of the instant the last r
 lag p50/p99/max, achieved RPO (the lag just before each new point), cycles, the daemon's core·seconds (with its
 children) and its peak RSS. Run by benchmarks/e2e/daemon.sh (which publishes the CLI), or directly:
   BLOCKREPL=path/to/blockrepl python3 benchmarks/e2e/daemon.py
-Environment: SIZE_GIB [4], RATE_MB [20], DURATION [60], WORK [.work/bench/daemon], OUT [benchmarks/e2e/daemon-last-run.md]
+Environment: SIZE_GIB [4], RATE_MB [20], DURATION [60], WORK [.work/bench/daemon], OUT [benchmarks/e2e/daemon-last-run.md],
+  CASES [rescan,bitmap], VERBOSE (set: the daemon logs each cycle's phases at debug level into WORK/CASE/daemon.log)
 """
 import json, os, random, shutil, signal, socket, statistics, subprocess, sys, threading, time, urllib.request
 
@@ -107,7 +108,8 @@ def run_case(name, source, target_file, env_extra=None):
     env = dict(os.environ, DOTNET_EnableWriteXorExecute="0", DOTNET_GCConserveMemory="7", DOTNET_GCgen0size="0x200000")
     env.update(env_extra or {})
     logf = open(os.path.join(d, "daemon.log"), "w")
-    p = subprocess.Popen([BLOCKREPL, "daemon", "--config", os.path.join(d, "blockrepl.json")], stdout=logf, stderr=logf, env=env)
+    args = [BLOCKREPL, "daemon", "--config", os.path.join(d, "blockrepl.json")] + (["--verbose"] if os.environ.get("VERBOSE") else [])
+    p = subprocess.Popen(args, stdout=logf, stderr=logf, env=env)
     try:
         log(f"{name}: initial sync and a first incremental")
         t0 = time.monotonic()
@@ -170,8 +172,11 @@ def main():
     raw = os.path.join(WORK, "vol.raw")
     log(f"building the {SIZE >> 30} GiB volume (half random data)")
     make_base(raw)
-    results = [run_case("rescan", raw, raw)]
+    cases = os.environ.get("CASES", "rescan,bitmap").split(",")
+    results = [run_case("rescan", raw, raw)] if "rescan" in cases else []
 
+    if "bitmap" not in cases:
+        return report(results)
     qcow2 = os.path.join(WORK, "vol.qcow2")
     subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, qcow2], check=True)
     os.remove(raw)
@@ -194,7 +199,10 @@ def main():
     finally:
         qsd.send_signal(signal.SIGTERM)
         qsd.wait(timeout=60)
+    report(results)
 
+
+def report(results):
     lines = [
         "# `blockrepl daemon`: lag and achieved RPO under random writes (benchmarks/e2e/daemon.py)",
         "",

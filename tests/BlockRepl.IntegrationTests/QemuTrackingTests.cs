@@ -227,12 +227,12 @@ public sealed class QemuTrackingTests : IDisposable
         string image = NewImage();
         await using var vm = await LiveVm.StartAsync(image, _dir.File("vm"));
         using var source = QemuSource.Open(vm.Source);
-        var c1 = source.BeginCheckpoint([], (int)Block, CancellationToken.None);
+        var c1 = await source.BeginCheckpointAsync([], (int)Block, CancellationToken.None);
         Assert.Null(c1.Changed);
-        source.CommitCheckpoint(CancellationToken.None);
+        await source.CommitCheckpointAsync(CancellationToken.None);
 
         vm.Write(0x41, 3 * Mi, 4096);
-        var c2 = source.BeginCheckpoint([c1.Checkpoint], (int)Block, CancellationToken.None);
+        var c2 = await source.BeginCheckpointAsync([c1.Checkpoint], (int)Block, CancellationToken.None);
         Assert.Equal([new ByteRange(3 * Mi, Block)], c2.Changed);
         // During the checkpoint the guest overwrites what the view shows and writes elsewhere.
         vm.Write(0x42, 3 * Mi, 4096);
@@ -242,16 +242,16 @@ public sealed class QemuTrackingTests : IDisposable
         Assert.True(buffer.AsSpan(0, 4096).IndexOfAnyExcept((byte)0x41) < 0, "the view shows the checkpoint's data, not the later write");
         Assert.Equal(4096, source.ReadBatch(buffer, 50 * Mi, 4096));
         Assert.True(buffer.AsSpan(0, 4096).IndexOfAnyExcept((byte)0) < 0, "a write after the checkpoint is not in its view");
-        source.CommitCheckpoint(CancellationToken.None);
+        await source.CommitCheckpointAsync(CancellationToken.None);
 
-        var c3 = source.BeginCheckpoint([c2.Checkpoint], (int)Block, CancellationToken.None);
+        var c3 = await source.BeginCheckpointAsync([c2.Checkpoint], (int)Block, CancellationToken.None);
         Assert.Equal([new ByteRange(3 * Mi, Block), new ByteRange(50 * Mi, Block)], c3.Changed);
         // A failed run keeps its changes: after an abort the same base sees them again, plus what came since.
-        source.AbortCheckpoint();
+        await source.AbortCheckpointAsync();
         vm.Write(0x44, 60 * Mi, 4096);
-        var c4 = source.BeginCheckpoint([c2.Checkpoint], (int)Block, CancellationToken.None);
+        var c4 = await source.BeginCheckpointAsync([c2.Checkpoint], (int)Block, CancellationToken.None);
         Assert.Equal([new ByteRange(3 * Mi, Block), new ByteRange(50 * Mi, Block), new ByteRange(60 * Mi, Block)], c4.Changed);
-        source.CommitCheckpoint(CancellationToken.None);
+        await source.CommitCheckpointAsync(CancellationToken.None);
         string[] left = [.. (await vm.Daemon.Qmp.QueryBitmapsAsync("vm")).Select(b => b.Name).Where(n => n.StartsWith("blockrepl-", StringComparison.Ordinal))];
         Assert.Equal(new[] { c4.Checkpoint }, left);
     }

@@ -97,7 +97,7 @@ public sealed class EbsReplicator : IBatchObserver, IDisposable
         await PrepareAsync(source, ct).ConfigureAwait(false);
         if (!_pending.CompleteRequested)
         {
-            var plan = ReadPlan.Begin(source, [TrackingBase], _mode == "INCREMENTAL", SourceReader.BatchAlignment, ct);
+            var plan = await ReadPlan.BeginAsync(source, [TrackingBase], _mode == "INCREMENTAL", SourceReader.BatchAlignment, ct).ConfigureAwait(false);
             OnReadPlan(plan);
             Progress.Phase = _mode == "FULL" ? "full sync" : _mode == "RESCAN" ? "rescan" : "incremental";
             await Task.Factory.StartNew(() => SourceReader.Scan(source, plan, workers, this, Progress, dropCache, ct),

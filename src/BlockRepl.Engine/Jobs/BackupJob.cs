@@ -124,8 +124,8 @@ public sealed class BackupJob
         var observer = _options.Observer;
         string?[] bases = observer is null ? [trackingBase] : [trackingBase, observer.TrackingBase];
         // A repository compares chunks, an EBS chain 512 KiB blocks: changed ranges are rounded to the coarser.
-        var plan = ReadPlan.Begin(source, bases, mode == "INCREMENTAL" && (observer is null || observer.TrackingBase is not null),
-            observer is null ? chunkSize : SourceReader.BatchAlignment, ct);
+        var plan = await ReadPlan.BeginAsync(source, bases, mode == "INCREMENTAL" && (observer is null || observer.TrackingBase is not null),
+            observer is null ? chunkSize : SourceReader.BatchAlignment, ct).ConfigureAwait(false);
         if (mode == "INCREMENTAL" && plan.RescanReason(trackingBase) is { } lost)
         {
             mode = "RESCAN";

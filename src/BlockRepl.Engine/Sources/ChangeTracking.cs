@@ -15,8 +15,8 @@ public readonly record struct ByteRange(long Offset, long Length)
 /// the targets record the new one.
 /// </summary>
 /// <remarks>
-/// Sequence: <see cref="BeginCheckpoint"/> before the first read, then either <see cref="CommitCheckpoint"/> once
-/// every target has recorded the new checkpoint durably, or <see cref="AbortCheckpoint"/> (also what disposing does
+/// Sequence: <see cref="BeginCheckpointAsync"/> before the first read, then either <see cref="CommitCheckpointAsync"/> once
+/// every target has recorded the new checkpoint durably, or <see cref="AbortCheckpointAsync"/> (also what disposing does
 /// without a commit). Nothing the source recorded is dropped before a commit, so a failed or killed run leaves
 /// every change to be found again by the next one.
 /// </remarks>
@@ -29,16 +29,16 @@ public interface ITrackedSource : IBlockSource
     /// compares: 512 KiB for an EBS chain, the chunk size for a repository), or null with the reason when the
     /// source cannot tell (then every range must be read and compared by hash).
     /// </summary>
-    ChangeSet BeginCheckpoint(IReadOnlyList<string?> bases, int alignment, CancellationToken ct);
+    Task<ChangeSet> BeginCheckpointAsync(IReadOnlyList<string?> bases, int alignment, CancellationToken ct);
 
     /// <summary>Every target recorded <see cref="ChangeSet.Checkpoint"/>: retires what the new checkpoint supersedes.</summary>
-    void CommitCheckpoint(CancellationToken ct);
+    Task CommitCheckpointAsync(CancellationToken ct);
 
     /// <summary>The run failed: releases the point-in-time view and keeps every recorded change.</summary>
-    void AbortCheckpoint();
+    Task AbortCheckpointAsync();
 }
 
-/// <summary>What <see cref="ITrackedSource.BeginCheckpoint"/> answered.</summary>
+/// <summary>What <see cref="ITrackedSource.BeginCheckpointAsync"/> answered.</summary>
 /// <param name="Checkpoint">The new checkpoint; targets record it with their map.</param>
 /// <param name="Changed">Changed ranges since the bases, sorted, not overlapping, on the asked alignment; null when unknown.</param>
 /// <param name="LossReason">Why <paramref name="Changed"/> is null when a base was given (tracking lost), else null.</param>
@@ -78,12 +78,12 @@ public sealed class ReadPlan
     /// <paramref name="mapsUsable"/> is false when some target has no map to compare with (a first or a rescanning
     /// run): then everything is read whatever the source reports. Untracked sources are always read in full.
     /// </summary>
-    public static ReadPlan Begin(IBlockSource source, IReadOnlyList<string?> bases, bool mapsUsable, int alignment, CancellationToken ct)
+    public static async Task<ReadPlan> BeginAsync(IBlockSource source, IReadOnlyList<string?> bases, bool mapsUsable, int alignment, CancellationToken ct)
     {
         if (source is not ITrackedSource tracked) return Full;
         if (alignment <= 0 || alignment > SourceReader.BatchAlignment || SourceReader.BatchAlignment % alignment != 0)
             throw new ArgumentOutOfRangeException(nameof(alignment), alignment, "a power of two up to 512 KiB");
-        var changes = tracked.BeginCheckpoint(bases, alignment, ct);
+        var changes = await tracked.BeginCheckpointAsync(bases, alignment, ct).ConfigureAwait(false);
         return changes.Changed is not null && mapsUsable
             ? new ReadPlan(changes.Changed, changes.Checkpoint, null, alignment)
             : new ReadPlan(null, changes.Checkpoint, changes.LossReason);
@@ -111,10 +111,10 @@ public static class TrackedRun
         try { result = await run().ConfigureAwait(false); }
         catch
         {
-            tracked.AbortCheckpoint();
+            await tracked.AbortCheckpointAsync().ConfigureAwait(false);
             throw;
         }
-        tracked.CommitCheckpoint(ct);
+        await tracked.CommitCheckpointAsync(ct).ConfigureAwait(false);
         return result;
     }
 }

@@ -38,7 +38,10 @@ public sealed class NbdBlockSource : IBlockSource
     public static bool IsNbd(string text) => text.StartsWith("nbd://", StringComparison.Ordinal) || text.StartsWith("nbd+unix://", StringComparison.Ordinal);
 
     /// <summary>Connects, asking for base:allocation (optional: without it every range is read).</summary>
-    public static NbdBlockSource Open(string text, CancellationToken ct = default)
+    public static NbdBlockSource Open(string text, CancellationToken ct = default) => OpenAsync(text, ct).GetAwaiter().GetResult();
+
+    /// <inheritdoc cref="Open"/>
+    public static async Task<NbdBlockSource> OpenAsync(string text, CancellationToken ct = default)
     {
         if (!NbdUri.TryParse(text, out var uri))
             throw new SourceException($"source '{text}' is not an NBD URI: use nbd+unix:///EXPORT?socket=PATH or nbd://HOST:PORT/EXPORT");
@@ -47,13 +50,13 @@ public sealed class NbdBlockSource : IBlockSource
             NbdClient client;
             try
             {
-                client = NbdClient.ConnectAsync(uri, new NbdConnectOptions { MetaContexts = [NbdMetaContexts.BaseAllocation] }, ct)
-                    .GetAwaiter().GetResult();
+                client = await NbdClient.ConnectAsync(uri, new NbdConnectOptions { MetaContexts = [NbdMetaContexts.BaseAllocation] }, ct)
+                    .ConfigureAwait(false);
             }
             catch (NbdException e) when (e.Kind is NbdErrorKind.UnsupportedContext)
             {
                 // A server without base:allocation: every range is read (and zeros are still found by the zero check).
-                client = NbdClient.ConnectAsync(uri, new NbdConnectOptions(), ct).GetAwaiter().GetResult();
+                client = await NbdClient.ConnectAsync(uri, new NbdConnectOptions(), ct).ConfigureAwait(false);
             }
             return new NbdBlockSource(text, client);
         }

@@ -19,7 +19,7 @@ namespace BlockRepl.Engine.Sources;
 /// transaction that freezes GEN, so every write lands in exactly one generation from the first checkpoint on. A run
 /// since base generation B merges B … GEN into a temporary disabled bitmap, exports it with the view over NBD, and
 /// reads the dirty extents, rounded out to 512 KiB blocks. Generations older than the new one are removed only on
-/// <see cref="CommitCheckpoint"/>, i.e. once every target has recorded the new checkpoint; a failed or killed run
+/// <see cref="CommitCheckpointAsync"/>, i.e. once every target has recorded the new checkpoint; a failed or killed run
 /// leaves them, and the next run merges them again.
 /// </summary>
 public sealed partial class QemuSource : ITrackedSource
@@ -169,10 +169,7 @@ public sealed partial class QemuSource : ITrackedSource
         return m.Success ? int.Parse(m.Groups[1].ValueSpan, CultureInfo.InvariantCulture) : -1;
     }
 
-    public ChangeSet BeginCheckpoint(IReadOnlyList<string?> bases, int alignment, CancellationToken ct) =>
-        BeginAsync(bases, alignment, ct).GetAwaiter().GetResult();
-
-    private async Task<ChangeSet> BeginAsync(IReadOnlyList<string?> bases, int alignment, CancellationToken ct)
+    public async Task<ChangeSet> BeginCheckpointAsync(IReadOnlyList<string?> bases, int alignment, CancellationToken ct)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (_active is not null) throw new InvalidOperationException("a checkpoint is already in progress");
@@ -229,7 +226,7 @@ public sealed partial class QemuSource : ITrackedSource
                 // A live node: a copy-before-write overlay keeps the view of this instant while the guest writes on.
                 active.FleeceNode = $"blockrepl-fleece-{Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(4))}";
                 active.ScratchFile = System.IO.Path.Combine(_runtimeDir, active.FleeceNode + ".qcow2");
-                await QemuImg.CreateQcow2Async(active.ScratchFile, Size, ct).ConfigureAwait(false);
+                await NewScratchAsync(active.ScratchFile, ct).ConfigureAwait(false);
                 await _qmp.BlockdevAddQcow2OverlayAsync(active.FleeceNode, active.ScratchFile, _node, ct).ConfigureAwait(false);
                 active.FleeceJob = active.FleeceNode;
                 actions.Add(QmpAction.BlockdevBackup(active.FleeceJob, _node, active.FleeceNode, "none"));
@@ -251,19 +248,35 @@ public sealed partial class QemuSource : ITrackedSource
             IReadOnlyList<ByteRange>? changed = null;
             if (active.TempBitmap is not null) changed = await DirtyRangesAsync(NbdUri.Unix(nbdSocket, exportName), active.TempBitmap, alignment, ct).ConfigureAwait(false);
             _log.Debug("{Source}: export and {Count} changed ranges at {Ms} ms", Path, changed?.Count, clock.ElapsedMilliseconds);
-            _reader = NbdBlockSource.Open(uri, ct);
+            _reader = await NbdBlockSource.OpenAsync(uri, ct).ConfigureAwait(false);
             if (_reader.Size != Size)
                 throw new SourceException($"source '{Path}': the exported view is {_reader.Size} bytes, the node {Size}");
             return new ChangeSet(active.NewBitmap, changed, since is null ? loss : null);
         }
         catch
         {
-            await AbortAsync().ConfigureAwait(false);
+            await AbortCheckpointAsync().ConfigureAwait(false);
             throw;
         }
     }
 
     private string? _startedNbdSocket;
+    private string? _scratchTemplate;
+
+    /// <summary>
+    /// An empty qcow2 of the node's size for a fleecing overlay. qemu-img makes one template per source; each checkpoint
+    /// copies it (a few hundred KiB) instead of starting a process, which under load is the slowest step of a cycle.
+    /// </summary>
+    private async Task NewScratchAsync(string path, CancellationToken ct)
+    {
+        if (_scratchTemplate is null)
+        {
+            string template = System.IO.Path.Combine(_runtimeDir, "scratch-template.qcow2");
+            await QemuImg.CreateQcow2Async(template, Size, ct).ConfigureAwait(false);
+            _scratchTemplate = template;
+        }
+        File.Copy(_scratchTemplate, path, overwrite: false);
+    }
 
     private async Task<string> StartNbdServerAsync(CancellationToken ct)
     {
@@ -308,22 +321,24 @@ public sealed partial class QemuSource : ITrackedSource
     public int ReadBatch(Memory<byte> alignedBuffer, long offset, int length) => Reader.ReadBatch(alignedBuffer, offset, length);
     public ValueTask<int> ReadBatchAsync(Memory<byte> alignedBuffer, long offset, int length) => Reader.ReadBatchAsync(alignedBuffer, offset, length);
 
-    private NbdBlockSource Reader => _reader ?? throw new InvalidOperationException($"source '{Path}' is read only between BeginCheckpoint and its end");
+    private NbdBlockSource Reader => _reader ?? throw new InvalidOperationException($"source '{Path}' is read only between BeginCheckpointAsync and its end");
 
-    public void CommitCheckpoint(CancellationToken ct)
+    public async Task CommitCheckpointAsync(CancellationToken ct)
     {
         var active = _active;
         if (active is null) return;
-        TeardownAsync(active).GetAwaiter().GetResult();
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        await TeardownAsync(active).ConfigureAwait(false);
+        long teardown = clock.ElapsedMilliseconds;
         _active = null;
         // The targets have the new checkpoint: generations before it are superseded.
         try
         {
-            var bitmaps = _qmp.QueryBitmapsAsync(_node, ct).GetAwaiter().GetResult();
+            var bitmaps = await _qmp.QueryBitmapsAsync(_node, ct).ConfigureAwait(false);
             foreach (var b in bitmaps)
             {
                 int g = Generation(b.Name);
-                if (g >= 0 && g < active.NewGeneration) _qmp.BitmapRemoveAsync(_node, b.Name, ct).GetAwaiter().GetResult();
+                if (g >= 0 && g < active.NewGeneration) await _qmp.BitmapRemoveAsync(_node, b.Name, ct).ConfigureAwait(false);
             }
         }
         catch (QmpException e)
@@ -331,11 +346,11 @@ public sealed partial class QemuSource : ITrackedSource
             // Harmless: an old generation left behind is merged again or removed by the next commit.
             _log.Warning("{Source}: could not retire old checkpoint bitmaps: {Error}", Path, e.Message);
         }
+        _log.Debug("{Source}: checkpoint {Bitmap} committed: view released in {Teardown} ms, older generations retired in {Retire} ms",
+            Path, active.NewBitmap, teardown, clock.ElapsedMilliseconds - teardown);
     }
 
-    public void AbortCheckpoint() => AbortAsync().GetAwaiter().GetResult();
-
-    private async Task AbortAsync()
+    public async Task AbortCheckpointAsync()
     {
         var active = _active;
         _active = null;
@@ -371,7 +386,7 @@ public sealed partial class QemuSource : ITrackedSource
     {
         if (_disposed) return;
         _disposed = true;
-        AbortAsync().GetAwaiter().GetResult();
+        AbortCheckpointAsync().GetAwaiter().GetResult();
         if (_startedNbdSocket is not null)
         {
             try { _qmp.ExecuteAsync("nbd-server-stop").GetAwaiter().GetResult(); }
