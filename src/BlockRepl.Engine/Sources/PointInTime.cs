@@ -1,7 +1,7 @@
 using System.Security.Cryptography;
 using System.Text;
-using BlockRepl.Native.Linux;
 using BlockRepl.Engine.Ebs;
+using BlockRepl.Native.Linux;
 using Serilog;
 
 namespace BlockRepl.Engine.Sources;
@@ -111,14 +111,8 @@ public static class PointInTime
         FileStream target;
         try
         {
-            Directory.CreateDirectory(dir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
             RemoveStaleClones(dir, log);
-            // Shared flock while the clone exists: how RemoveStaleClones tells a live clone from one a kill left.
-            target = new FileStream(clonePath, new FileStreamOptions
-            {
-                Mode = FileMode.CreateNew, Access = FileAccess.Write, Share = FileShare.ReadWrite, BufferSize = 0,
-                UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
-            });
+            target = CreateClone(dir, clonePath);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -151,8 +145,36 @@ public static class PointInTime
             {
                 TryDelete(clonePath);
                 target.Dispose();
+                TryRemoveEmpty(dir);
             }
         }
+    }
+
+    /// <summary>
+    /// Creates the empty clone file (and the hidden directory, which is removed again when a run leaves it empty, so
+    /// images on filesystems without reflink do not keep one): a shared flock is held while the clone exists, which
+    /// is how <see cref="RemoveStaleClones"/> tells a live clone from one a killed run left.
+    /// </summary>
+    private static FileStream CreateClone(string dir, string clonePath)
+    {
+        for (int attempt = 0; ; attempt++)
+        {
+            Directory.CreateDirectory(dir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            try
+            {
+                return new FileStream(clonePath, new FileStreamOptions
+                {
+                    Mode = FileMode.CreateNew, Access = FileAccess.Write, Share = FileShare.ReadWrite, BufferSize = 0,
+                    UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
+                });
+            }
+            catch (DirectoryNotFoundException) when (attempt < 3) { } // another run removed the directory just now
+        }
+    }
+
+    private static void TryRemoveEmpty(string dir)
+    {
+        try { Directory.Delete(dir); } catch (IOException) { } catch (UnauthorizedAccessException) { }
     }
 
     /// <summary>
@@ -175,6 +197,7 @@ public static class PointInTime
             catch (IOException) { } // held by a run in progress (or gone meanwhile)
             catch (UnauthorizedAccessException) { }
         }
+        TryRemoveEmpty(directory);
         return removed;
     }
 
@@ -208,6 +231,7 @@ public static class PointInTime
             clone.Dispose();
             TryDelete(clonePath);
             hold.Dispose();
+            TryRemoveEmpty(System.IO.Path.GetDirectoryName(clonePath)!);
         }
     }
 }
