@@ -26,7 +26,8 @@ RESULTS="${TEST_RESULTS_DIR:-$ROOT/TestResults/test-sh}"
 # Add here whatever a new test needs from Debian.
 REQUIRED=(
   "mkfs.ext4 e2fsprogs"   # TestKit DiskImages.RealisticExt4
-  "losetup util-linux"    # TestKit LoopDevice
+  "losetup util-linux"    # TestKit LoopDevice; also mount, umount and fsfreeze (PointInTimeTests)
+  "mkfs.xfs xfsprogs"     # TestKit MountedFilesystem.XfsWithReflink: reflink clones (PointInTimeTests)
   # IntegrationTests Fixtures/RgwServer via scripts/rgw/start-rgw.sh: a single-node Ceph + RADOS
   # Gateway as the local S3 server (about 60 MB download, 240 MB installed, no daemon started)
   "radosgw radosgw"       # also brings radosgw-admin, ceph (ceph-common), monmaptool

@@ -8,8 +8,8 @@ namespace BlockRepl.Native.Linux;
 
 /// <summary>
 /// The Linux file and block-device calls .NET does not expose: statx, block device geometry,
-/// SEEK_DATA/SEEK_HOLE, fadvise, hole punching, fsync of directories, create-only link and
-/// O_DIRECT. Failures throw <see cref="NativeIoException"/>; the documented "Try"/sentinel
+/// SEEK_DATA/SEEK_HOLE, fadvise, hole punching, fsync of directories, create-only link,
+/// O_DIRECT, reflink clones (FICLONE) and filesystem freezes (FIFREEZE/FITHAW). Failures throw <see cref="NativeIoException"/>; the documented "Try"/sentinel
 /// outcomes are the only non-exceptional failures.
 /// </summary>
 [SupportedOSPlatform("linux")]
@@ -147,6 +147,55 @@ public static class LinuxFile
         }
 
         return Interop.TryCheck(result, "fallocate(PUNCH_HOLE)", null, [EOPNOTSUPP, ENOTTY, ENODEV], out _);
+    }
+
+    /// <summary>
+    /// ioctl(FICLONE): makes <paramref name="destination"/> a reflink copy of all of <paramref name="source"/> (same
+    /// size, sharing every extent, holes kept) in one atomic step: a point-in-time copy at no space cost. Returns
+    /// false with the errno when the filesystem cannot (EOPNOTSUPP: no reflink, e.g. ext4, tmpfs or XFS without
+    /// reflink=1; EXDEV: another filesystem; EINVAL: unsuitable files; ENOTTY).
+    /// </summary>
+    /// <param name="source">The file to clone, open for reading.</param>
+    /// <param name="destination">An empty regular file open for writing, on the same filesystem.</param>
+    /// <param name="path">The destination's path, used only in error messages.</param>
+    /// <param name="errno">The tolerated errno when the result is false, else 0.</param>
+    /// <exception cref="NativeIoException">Any other failure (ENOSPC, EIO, EBADF, ...).</exception>
+    public static bool TryClone(SafeFileHandle source, SafeFileHandle destination, string path, out int errno)
+    {
+        Interop.EnsureSupportedArchitecture();
+        int result;
+        while (Interop.Interrupted(result = Interop.Ioctl(destination, Interop.FICLONE, source)))
+        {
+        }
+
+        return Interop.TryCheck(result, "ioctl(FICLONE)", path, [EOPNOTSUPP, EXDEV, EINVAL, ENOTTY], out errno);
+    }
+
+    /// <summary>
+    /// ioctl(FIFREEZE) on the filesystem mounted at <paramref name="mountPoint"/>: flushes it and blocks every
+    /// writer until <see cref="TryThaw"/>. The caller must make sure nothing it needs writes there meanwhile.
+    /// </summary>
+    /// <exception cref="NativeIoException">EBUSY (already frozen), EOPNOTSUPP (the filesystem cannot freeze), EPERM (not root), ...</exception>
+    public static void Freeze(string mountPoint) => FreezeIoctl(mountPoint, Interop.FIFREEZE, "ioctl(FIFREEZE)", tolerated: []);
+
+    /// <summary>ioctl(FITHAW): thaws the filesystem mounted at <paramref name="mountPoint"/>; false when it was not frozen (EINVAL).</summary>
+    /// <exception cref="NativeIoException">Any other failure (ENOENT, EPERM, ...).</exception>
+    public static bool TryThaw(string mountPoint) => FreezeIoctl(mountPoint, Interop.FITHAW, "ioctl(FITHAW)", tolerated: [EINVAL]);
+
+    private static bool FreezeIoctl(string mountPoint, uint request, string operation, ReadOnlySpan<int> tolerated)
+    {
+        ValidatePath(mountPoint);
+        Interop.EnsureSupportedArchitecture();
+        using SafeFileHandle directory = OpenCore(
+            mountPoint,
+            Interop.OpenFlags.O_RDONLY | Interop.OpenFlags.O_DIRECTORY | Interop.OpenFlags.O_CLOEXEC,
+            tolerated: [])!;
+        int result;
+        while (Interop.Interrupted(result = Interop.Ioctl(directory, request, 0)))
+        {
+        }
+
+        return Interop.TryCheck(result, operation, mountPoint, tolerated, out _);
     }
 
     /// <summary>fsync(2): data and metadata of the file reach stable storage.</summary>

@@ -83,7 +83,7 @@ internal static class Commands
 
     public static async Task<int> BackupAsync(string[] argv, CancellationToken ct)
     {
-        var a = Parse(argv, ["--repo", "--to", "--tag", "--state-dir", "--chunk-size", "--storage-class", "--host", "--bwlimit", .. EbsCommands.TargetValueOptions],
+        var a = Parse(argv, ["--repo", "--to", "--tag", "--state-dir", "--chunk-size", "--storage-class", "--host", "--bwlimit", "--point-in-time", .. EbsCommands.TargetValueOptions],
             ["--drop-cache", "--direct-io", .. EbsCommands.TargetFlags]);
         if (a.Positionals.Count != 1) throw new UsageException("backup needs exactly one source: blockrepl backup <image|device> --repo <dir|s3://…|ebs://REGION>");
         // Targets: at most one repository and one EBS chain, fed by the same read.
@@ -102,7 +102,12 @@ internal static class Commands
         using var ebsClient = ebsTargets.Count == 0 ? null
             : BandwidthOptions.Throttle(EbsCommands.Client(EbsCommands.Region(ebsTargets[0]), a.Value("--ebs-endpoint-url") ?? (location is null ? a.Value("--endpoint-url") : null), a.Value("--profile")), limiter);
         using var ebs = ebsClient is null ? null : new EbsReplicator(ebsClient, ebsOptions, stateDir, Log.Logger);
-        using var source = BlockSource.OpenAny(a.Positionals[0]);
+        string pitText = a.Value("--point-in-time") ?? "auto";
+        var pit = PointInTime.ParseMode(pitText) ?? throw new UsageException($"--point-in-time '{pitText}': auto, reflink or none");
+        // auto: a reflink clone of an image file where its filesystem makes them (XFS reflink=1, btrfs), else a live read.
+        using var view = PointInTime.Open(a.Positionals[0], pit, freeze: null, stateDir, Log.Logger);
+        if (view.FuzzyReason is not null && pit == PointInTimeMode.Auto) Log.Debug("{Source}: read live: {Reason}", view.Source.Path, view.FuzzyReason);
+        var source = view.Source;
         if (a.Flag("--direct-io") && !source.TryEnableDirectIo())
             Log.Warning("{Source}: the filesystem refuses O_DIRECT; reading through the page cache", source.Path);
 
@@ -134,21 +139,22 @@ internal static class Commands
             var (backup, ebsResult) = await ReplicationRun.RunAsync(source, repo, options, ebs, p => new ProgressPrinter(p, show), Log.Logger, ct).ConfigureAwait(false);
             var result = backup!;
             Log.Debug("GC: {Allocated} bytes allocated, {Gen0}/{Gen1}/{Gen2} collections, heap {Heap}", GC.GetTotalAllocatedBytes(), GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2), GC.GetGCMemoryInfo().HeapSizeBytes);
-            if (json) WriteBackupJson(result, ebsResult);
+            if (json) WriteBackupJson(result, ebsResult, view.View);
             else
             {
-                PrintBackup(result);
+                PrintBackup(result, view.View);
                 if (ebsResult is not null) EbsCommands.Print(ebsResult);
             }
         }
         return ExitCodes.Ok;
     }
 
-    internal static void PrintBackup(BackupResult r)
+    internal static void PrintBackup(BackupResult r, string? view = null)
     {
         var m = r.Manifest;
         var s = m.Stats;
         Console.WriteLine($"recovery point {m.Id[..8]} saved ({m.Mode}{(m.Parent is null ? "" : $", parent {m.Parent[..8]}")}) of {m.Source}");
+        if (view is not null) Console.WriteLine($"  view      {(view == ViewKinds.None ? "none: read live (fuzzy)" : view)}");
         if (r.RescanReason is not null) Console.WriteLine($"  rescan    {r.RescanReason}");
         Console.WriteLine($"  scanned   {Format.Bytes(s.ScannedBytes)} in {Format.Duration(s.Seconds)} ({Format.Rate(s.ScannedBytes, s.Seconds)}), {r.CpuSeconds:0.00} CPU s");
         Console.WriteLine($"  zero      {Format.Bytes(s.ZeroBytes)}");
@@ -158,7 +164,7 @@ internal static class Commands
         Console.WriteLine($"  stored    {Format.Bytes(s.StoredBytes)} (compression {ratio:0.00}, {r.ObjectsWritten} objects)");
     }
 
-    private static void WriteBackupJson(BackupResult r, EbsResult? ebs = null)
+    private static void WriteBackupJson(BackupResult r, EbsResult? ebs = null, string? view = null)
     {
         var m = r.Manifest;
         var s = m.Stats;
@@ -166,6 +172,7 @@ internal static class Commands
         {
             w.WriteStartObject();
             w.WriteString("id", m.Id);
+            if (view is not null) w.WriteString("view", view);
             w.WriteString("time", m.Time);
             w.WriteString("mode", m.Mode);
             if (m.Parent is null) w.WriteNull("parent"); else w.WriteString("parent", m.Parent);

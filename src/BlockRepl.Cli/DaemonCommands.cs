@@ -58,13 +58,13 @@ internal static class DaemonCommands
         Console.WriteLine($"  lag {Seconds(status.LagSeconds)}, achieved RPO {Seconds(status.AchievedRpoSeconds)}, {status.Cycles} cycles, {status.Errors} errors"
             + (status.LastPoint is null ? "" : $", last point {status.LastPoint} ({status.LastPointTime:u})"));
         Console.WriteLine();
-        Console.WriteLine($"  {"VOLUME",-12} {"STATE",-13} {"SIZE",10} {"REPLICATED",10} {"BACKLOG",10} {"LAG",8} {"LAST",-8} DETAIL");
+        Console.WriteLine($"  {"VOLUME",-12} {"STATE",-13} {"SIZE",10} {"REPLICATED",10} {"BACKLOG",10} {"LAG",8} {"LAST",-11} {"VIEW",-16} DETAIL");
         foreach (var v in status.Volumes)
         {
             string detail = v.State == ReplicationStates.InitialSync && v.Percent is { } p
                 ? $"{p:0.0} %" + (v.EtaSeconds is { } eta ? $", ETA {Format.Duration(eta)}" : "")
-                : v.Reason ?? (v.LastPointConsistent == false ? "fuzzy (no point-in-time view)" : "");
-            Console.WriteLine($"  {v.Name,-12} {v.State,-13} {Format.Bytes(v.TotalBytes),10} {Format.Bytes(v.ReplicatedBytes),10} {Format.Bytes(v.BacklogBytes),10} {Seconds(v.LagSeconds),8} {v.LastMode ?? "-",-8} {detail}");
+                : v.Reason ?? (v.LastPointConsistent == false ? $"fuzzy: {v.ViewNote ?? "no point-in-time view"}" : "");
+            Console.WriteLine($"  {v.Name,-12} {v.State,-13} {Format.Bytes(v.TotalBytes),10} {Format.Bytes(v.ReplicatedBytes),10} {Format.Bytes(v.BacklogBytes),10} {Seconds(v.LagSeconds),8} {v.LastMode ?? "-",-11} {v.View ?? "-",-16} {detail}");
         }
         return ExitCodes.Ok;
     }

@@ -14,7 +14,7 @@ namespace BlockRepl.Cli
             blockrepl: block-level incremental backup and replication
 
             usage:
-              blockrepl backup <image|device> --repo <dir|s3://…|ebs://REGION> [--to ebs://REGION] [--tag T]... [--state-dir DIR] [--host NAME] [--storage-class C] [--json] [--drop-cache] [--direct-io]
+              blockrepl backup <image|device> --repo <dir|s3://…|ebs://REGION> [--to ebs://REGION] [--tag T]... [--state-dir DIR] [--host NAME] [--storage-class C] [--json] [--drop-cache] [--direct-io] [--point-in-time auto|reflink|none]
               blockrepl snapshots --repo <dir> [--json]
               blockrepl restore <id|latest> --repo <dir> --to <file|device> [--json]
               blockrepl restore <snap-id|latest> --repo ebs://REGION --to <file|device> [--size BYTES]

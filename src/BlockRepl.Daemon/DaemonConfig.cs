@@ -15,6 +15,12 @@ public sealed class VolumeConfig
     public string Name { get; set; } = "";
     /// <summary>An image file, a block device, an NBD URI, <c>qcow2:PATH</c> or <c>qmp:SOCKET?node=NODE</c>.</summary>
     public string Source { get; set; } = "";
+    /// <summary><c>auto</c> (default), <c>reflink</c> or <c>none</c>: how each cycle fixes the instant it reads (docs/daemon.md §4).</summary>
+    public string PointInTime { get; set; } = "auto";
+    /// <summary>A mount point frozen (FIFREEZE) while the volume's clone is taken, at most 10 s; null for none.</summary>
+    public string? Freeze { get; set; }
+    /// <summary>The parsed <see cref="PointInTime"/>, valid after <see cref="DaemonConfig.Validate"/>.</summary>
+    public PointInTimeMode PointInTimeMode { get; set; }
 }
 
 /// <summary>
@@ -98,7 +104,11 @@ public sealed partial class DaemonConfig
         };
         config._fileOnly = fileOnly;
         foreach (var v in c.GetSection("volumes").GetChildren())
-            config.Volumes.Add(new VolumeConfig { Name = v["name"] ?? "", Source = v["source"] ?? "" });
+            config.Volumes.Add(new VolumeConfig
+            {
+                Name = v["name"] ?? "", Source = v["source"] ?? "", PointInTime = v["pointInTime"] ?? "auto",
+                Freeze = string.IsNullOrEmpty(v["freeze"]) ? null : v["freeze"],
+            });
         config._workersText = c["workers"];
         (config._allFor, config._hourlyFor, config._dailyFor) = (c["retention:allFor"], c["retention:hourlyFor"], c["retention:dailyFor"]);
         config._directIoText = c["directIo"];
@@ -116,6 +126,51 @@ public sealed partial class DaemonConfig
 
     private static readonly HashSet<string> Known =
         ["name", "stateDir", "volumes", "retention", "repository", "endpointUrl", "ebs", "ebsEndpointUrl", "profile", "interval", "workers", "directIo", "statusListen", "logFile", "bandwidth"];
+
+    private static readonly HashSet<string> VolumeKnown = ["name", "source", "pointInTime", "freeze"];
+
+    /// <summary>
+    /// <c>pointInTime</c> and <c>freeze</c> of one volume: <c>reflink</c> and a freeze need an image file, and the frozen
+    /// filesystem must be a mount point that holds neither the image (the clone would wait for the thaw) nor the
+    /// state directory (the freeze record is written there).
+    /// </summary>
+    private void ValidatePointInTime(VolumeConfig v, string where, List<string> problems)
+    {
+        if (Engine.Sources.PointInTime.ParseMode(v.PointInTime) is { } mode) v.PointInTimeMode = mode;
+        else
+        {
+            problems.Add($"{where}.pointInTime '{v.PointInTime}': auto, reflink or none");
+            return;
+        }
+        bool qemuOrNbd = NbdBlockSource.IsNbd(v.Source) || QemuSource.IsQemu(v.Source);
+        var source = qemuOrNbd || string.IsNullOrWhiteSpace(v.Source) ? default : Native.Linux.LinuxFile.Stat(Path.GetFullPath(v.Source));
+        bool notImage = qemuOrNbd || source.Kind == Native.Linux.FileKind.BlockDevice;
+        if (mode == PointInTimeMode.Reflink && notImage)
+            problems.Add($"{where}.pointInTime reflink: '{v.Source}' is not an image file (only image files can be cloned; QEMU sources use their checkpoints)");
+        if (v.Freeze is null) return;
+        if (notImage) problems.Add($"{where}.freeze: '{v.Source}' is not an image file; a freeze only lasts while an image's clone is taken");
+        if (mode == PointInTimeMode.None) problems.Add($"{where}.freeze needs pointInTime auto or reflink: the freeze lasts only while the clone is taken");
+        if (!Path.IsPathFullyQualified(v.Freeze))
+        {
+            problems.Add($"{where}.freeze '{v.Freeze}': give the absolute mount point, e.g. /mnt/data");
+            return;
+        }
+        var mount = Native.Linux.LinuxFile.Stat(v.Freeze);
+        var parent = Path.GetDirectoryName(v.Freeze.TrimEnd('/')) is { Length: > 0 } up ? Native.Linux.LinuxFile.Stat(up) : default;
+        if (v.Freeze.TrimEnd('/').Length == 0) problems.Add($"{where}.freeze '/': the root filesystem holds the daemon's own files; freeze a filesystem mounted for the application");
+        else if (mount.Kind != Native.Linux.FileKind.Directory) problems.Add($"{where}.freeze '{v.Freeze}' is not a directory");
+        else if (parent.Device == mount.Device)
+            problems.Add($"{where}.freeze '{v.Freeze}' is not a mount point (freezing it would freeze the filesystem around it)");
+        else if (source.Kind == Native.Linux.FileKind.Regular && source.Device == mount.Device)
+            problems.Add($"{where}.freeze '{v.Freeze}' holds the image itself: its clone would wait for the thaw; freeze the filesystem the application writes to (e.g. one inside the image)");
+        else
+        {
+            string stateDir = Path.GetFullPath(StateDirectory);
+            while (!Directory.Exists(stateDir) && Path.GetDirectoryName(stateDir) is { } up2) stateDir = up2;
+            if (Native.Linux.LinuxFile.Stat(stateDir).Device == mount.Device)
+                problems.Add($"{where}.freeze '{v.Freeze}' holds the state directory {StateDirectory}: put the state directory elsewhere");
+        }
+    }
 
     /// <summary>Checks everything that can be checked before starting; throws one line naming every problem.</summary>
     public void Validate()
@@ -136,7 +191,15 @@ public sealed partial class DaemonConfig
             if (string.IsNullOrWhiteSpace(v.Source)) problems.Add($"volumes[{i}].source is empty");
             else if (!NbdBlockSource.IsNbd(v.Source) && !QemuSource.IsQemu(v.Source) && !File.Exists(v.Source))
                 problems.Add($"volumes[{i}].source '{v.Source}' does not exist");
+            try { ValidatePointInTime(v, $"volumes[{i}]", problems); }
+            catch (Native.Linux.NativeIoException e) { problems.Add($"volumes[{i}]: {e.Message}"); }
         }
+        // A misspelt per-volume setting would otherwise be ignored silently too.
+        if (_fileOnly is not null)
+            foreach (var (vs, i) in _fileOnly.GetSection("volumes").GetChildren().Select((x, i) => (x, i)))
+                foreach (var s in vs.GetChildren())
+                    if (!VolumeKnown.Contains(s.Key, StringComparer.OrdinalIgnoreCase))
+                        problems.Add($"volumes[{i}]: unknown setting '{s.Key}'");
         if (string.IsNullOrWhiteSpace(Repository) && string.IsNullOrWhiteSpace(Ebs))
             problems.Add("no target: set \"repository\" (a directory or s3://bucket/prefix) and/or \"ebs\" (ebs://REGION)");
         if (Repository is not null && EbsTargets.IsEbs(Repository)) problems.Add($"repository '{Repository}' is an EBS target: put it in \"ebs\"");

@@ -51,6 +51,10 @@ public sealed class VolumeStatus
     public DateTimeOffset? LastPointTime { get; set; }
     /// <summary>False when the source gave no point-in-time view: the recovery point was read while the volume changed.</summary>
     public bool? LastPointConsistent { get; set; }
+    /// <summary>The view the last cycle read (qemu-checkpoint, reflink, reflink+fsfreeze, none).</summary>
+    public string? View { get; set; }
+    /// <summary>Why the volume has no point-in-time view (its points are fuzzy), e.g. its filesystem cannot make reflink clones.</summary>
+    public string? ViewNote { get; set; }
     public double? LagSeconds { get; set; }
     public long ChangedBytesLastCycle { get; set; }
     public double LastCycleSeconds { get; set; }

@@ -16,8 +16,10 @@ public sealed class ServerPointVolume
     public required string Mode { get; init; }
     /// <summary>The instant the volume's recovery point shows.</summary>
     public DateTimeOffset ViewTime { get; init; }
-    /// <summary>True when it was read from a point-in-time view (a QEMU checkpoint); false: fuzzy.</summary>
+    /// <summary>True when it was read from a point-in-time view (a QEMU checkpoint, a reflink clone); false: fuzzy.</summary>
     public bool Consistent { get; init; }
+    /// <summary>The view it was read from (<see cref="Engine.Sources.ViewKinds"/>); null in points written before views had names.</summary>
+    public string? View { get; init; }
 }
 
 /// <summary>

@@ -69,8 +69,8 @@ public sealed class ServerReplicator : IAsyncDisposable
             {
                 var o = old.Volumes.FirstOrDefault(x => x.Name == v.Name && x.Source == v.Source);
                 if (o is null) continue;
-                (v.LastRecoveryPoint, v.LastEbsSnapshot, v.LastPointTime, v.LastMode, v.LastPointConsistent, v.TotalBytes) =
-                    (o.LastRecoveryPoint, o.LastEbsSnapshot, o.LastPointTime, o.LastMode, o.LastPointConsistent, o.TotalBytes);
+                (v.LastRecoveryPoint, v.LastEbsSnapshot, v.LastPointTime, v.LastMode, v.LastPointConsistent, v.View, v.TotalBytes) =
+                    (o.LastRecoveryPoint, o.LastEbsSnapshot, o.LastPointTime, o.LastMode, o.LastPointConsistent, o.View, o.TotalBytes);
                 if (v.LastPointTime is not null) v.ReplicatedBytes = v.TotalBytes;
             }
         }
@@ -114,6 +114,7 @@ public sealed class ServerReplicator : IAsyncDisposable
     public async Task RunAsync(CancellationToken ct)
     {
         Directory.CreateDirectory(_stateDir);
+        CleanUpAfterKill();
         var backoff = TimeSpan.FromSeconds(1);
         while (!ct.IsCancellationRequested)
         {
@@ -148,6 +149,24 @@ public sealed class ServerReplicator : IAsyncDisposable
             lock (Status.Gate) Status.NextCycleInSeconds = wait.TotalSeconds;
             await WaitAsync(wait, ct).ConfigureAwait(false);
             lock (Status.Gate) Status.NextCycleInSeconds = null;
+        }
+    }
+
+    /// <summary>
+    /// What a killed daemon (or backup) can leave behind: a filesystem still frozen (its record in the state directory)
+    /// and clones next to the images. Thawed and removed before the first cycle.
+    /// </summary>
+    private void CleanUpAfterKill()
+    {
+        FilesystemFreeze.ThawStale(_stateDir, _log);
+        foreach (var v in _config.Volumes)
+        {
+            if (QemuSource.IsQemu(v.Source) || NbdBlockSource.IsNbd(v.Source)) continue;
+            try { PointInTime.RemoveStaleClones(PointInTime.CloneDirectory(v.Source), _log); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                _log.Warning("{Volume}: cannot look for stale clones: {Error}", v.Name, e.Message);
+            }
         }
     }
 
@@ -358,21 +377,30 @@ public sealed class ServerReplicator : IAsyncDisposable
 
         // A tracked (QEMU) source stays open between cycles: its QMP connection, NBD server and, for qcow2:, its
         // qemu-storage-daemon are set up once, so a cycle costs only its checkpoint. Files and devices are opened
-        // afresh each cycle (cheap, and a resized image is seen at once).
+        // afresh each cycle (cheap, and a resized image is seen at once), an image file as a reflink clone where
+        // its filesystem makes them. The view is taken after this instant, so the point holds every write before it.
+        var viewTime = DateTimeOffset.UtcNow;
         IBlockSource source;
-        if (!_tracked.TryGetValue(config.Name, out var kept))
+        string view;
+        if (_tracked.TryGetValue(config.Name, out var kept))
         {
-            source = BlockSource.OpenAny(config.Source);
-            if (source is ITrackedSource) _tracked[config.Name] = source;
+            source = kept;
+            view = ViewKinds.QemuCheckpoint;
         }
-        else source = kept;
+        else
+        {
+            var opened = PointInTime.Open(config.Source, config.PointInTimeMode, config.Freeze, _stateDir, _log);
+            source = opened.Source;
+            view = opened.View;
+            if (source is ITrackedSource) _tracked[config.Name] = source;
+            NoteView(volume, opened.FuzzyReason, config.PointInTimeMode);
+        }
         using var perCycle = source is ITrackedSource ? null : source;
         // Decided here once per cycle, so a source that cannot bypass the page cache (NBD, QEMU, some filesystems)
         // is read buffered with DONTNEED after each read, without a warning every cycle.
         bool direct = _config.DirectIo && source.TryEnableDirectIo();
-        bool tracked = source is ITrackedSource;
         // Without a checkpoint or a clone the read sees the volume changing under it: the point is fuzzy.
-        var viewTime = DateTimeOffset.UtcNow;
+        bool consistent = view != ViewKinds.None;
         bool first;
         lock (Status.Gate)
         {
@@ -394,7 +422,7 @@ public sealed class ServerReplicator : IAsyncDisposable
             DirectIo = direct,
             DropSourceCache = true,
             Host = Status.ServerId,
-            Tags = [$"server:{Status.ServerId}", $"volume:{config.Name}", $"cycle:{cycleId}", .. tracked ? Array.Empty<string>() : ["fuzzy"]],
+            Tags = [$"server:{Status.ServerId}", $"volume:{config.Name}", $"cycle:{cycleId}", .. consistent ? Array.Empty<string>() : ["fuzzy"]],
             Observer = ebs,
         };
         var (result, ebsResult) = await ReplicationRun.RunAsync(source, repo, options, ebs, p =>
@@ -417,7 +445,8 @@ public sealed class ServerReplicator : IAsyncDisposable
             volume.LastRecoveryPoint = result?.Manifest.Id ?? volume.LastRecoveryPoint;
             volume.LastEbsSnapshot = ebsResult?.SnapshotId ?? volume.LastEbsSnapshot;
             volume.LastPointTime = viewTime;
-            volume.LastPointConsistent = tracked;
+            volume.LastPointConsistent = consistent;
+            volume.View = view;
             volume.ReplicatedBytes = volume.TotalBytes;
             volume.BacklogBytes = 0;
             volume.Percent = null;
@@ -437,8 +466,22 @@ public sealed class ServerReplicator : IAsyncDisposable
             EbsSnapshot = ebsResult?.SnapshotId,
             Mode = mode,
             ViewTime = viewTime,
-            Consistent = tracked,
+            Consistent = consistent,
+            View = view,
         };
+    }
+
+    private readonly Dictionary<string, string?> _viewNoted = [];
+
+    /// <summary>Why a volume is read fuzzy goes into its status every cycle, and into the log once (again only when it changes).</summary>
+    private void NoteView(VolumeStatus volume, string? fuzzyReason, PointInTimeMode mode)
+    {
+        lock (Status.Gate) volume.ViewNote = fuzzyReason;
+        if (_viewNoted.TryGetValue(volume.Name, out var noted) && noted == fuzzyReason) return;
+        _viewNoted[volume.Name] = fuzzyReason;
+        if (fuzzyReason is null) return;
+        if (mode == PointInTimeMode.None) _log.Information("{Volume}: read live (pointInTime none); its recovery points are fuzzy", volume.Name);
+        else _log.Warning("{Volume}: no point-in-time view: {Reason}; its recovery points are fuzzy", volume.Name, fuzzyReason);
     }
 
     private void Track(JobProgress progress, VolumeStatus volume)

@@ -21,6 +21,16 @@ public class KernelAbiTests
     }
 
     [Fact]
+    public void CloneAndFreezeIoctlNumbersMatchTheirLinuxFsHDefinitions()
+    {
+        const uint write = 1, readWrite = 3;
+        Assert.Equal(Interop.FICLONE, Ioc(write, 0x94, 9, sizeof(int)));
+        Assert.Equal(0x40049409u, Interop.FICLONE);
+        Assert.Equal(Interop.FIFREEZE, Ioc(readWrite, 'X', 119, sizeof(int)));
+        Assert.Equal(Interop.FITHAW, Ioc(readWrite, 'X', 120, sizeof(int)));
+    }
+
+    [Fact]
     public void SeekFallocateAndFadviseConstantsMatchTheKernel()
     {
         Assert.Equal(3, Interop.SEEK_DATA);
