@@ -21,6 +21,8 @@ namespace BlockRepl.Cli
               blockrepl verify --repo <dir> [--read-data] [--json]
               blockrepl copy --from <repo> --to <repo> [<id|latest>...] [--from-endpoint-url U] [--to-endpoint-url U] [--storage-class C] [--json]
               blockrepl ebs-copy <snap-id> --from ebs://REGION --to ebs://REGION [--from-endpoint-url U] [--to-endpoint-url U] [--json]
+              blockrepl forget --repo <dir|s3://…> <id>... [--dry-run] [--json]
+              blockrepl prune --repo <dir|s3://…> [--dry-run] [--max-repack-waste 25%] [--remove-stale-locks] [--stale-lock-age 30m] [--json]
               blockrepl init --repo <dir> [--chunk-size 64K] [--storage-class C]
               blockrepl estimate <image|device|nbd://…> --link 1Gbps [--daily-change 2% | --repo R] [--json]   (docs/estimate.md)
               blockrepl demo [--size 1G] [--keep] [--dir DIR]
@@ -67,6 +69,8 @@ namespace BlockRepl.Cli
                     "verify" => await Commands.VerifyAsync(rest, cts.Token).ConfigureAwait(false),
                     "copy" => await Commands.CopyAsync(rest, cts.Token).ConfigureAwait(false),
                     "ebs-copy" => await Commands.EbsCopyAsync(rest, cts.Token).ConfigureAwait(false),
+                    "forget" => await Commands.ForgetAsync(rest, cts.Token).ConfigureAwait(false),
+                    "prune" => await Commands.PruneAsync(rest, cts.Token).ConfigureAwait(false),
                     "init" => await Commands.InitAsync(rest, cts.Token).ConfigureAwait(false),
                     "estimate" => await EstimateCommand.RunAsync(rest, cts.Token).ConfigureAwait(false),
                     "demo" => await Demo.RunAsync(rest, cts.Token).ConfigureAwait(false),
