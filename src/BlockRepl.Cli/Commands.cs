@@ -61,6 +61,16 @@ internal static class Commands
         return v.Trim().ToUpperInvariant();
     }
 
+    /// <summary><c>--lock-wait 10m</c>: how long a writer waits for a running prune before failing (exit 9); 0 fails at once.</summary>
+    private static LockOptions Locks(Args a)
+    {
+        var v = a.Value("--lock-wait");
+        if (v is null) return LockOptions.Default;
+        return Daemon.DaemonConfig.ParseDuration(v) is { } t && t >= TimeSpan.Zero
+            ? LockOptions.Default with { WaitForExclusive = t }
+            : throw new UsageException($"--lock-wait '{v}': give a duration such as 0s, 30s or 10m");
+    }
+
     private static int ChunkSize(Args a)
     {
         var v = a.Value("--chunk-size");
@@ -83,7 +93,7 @@ internal static class Commands
 
     public static async Task<int> BackupAsync(string[] argv, CancellationToken ct)
     {
-        var a = Parse(argv, ["--repo", "--to", "--tag", "--state-dir", "--chunk-size", "--storage-class", "--host", "--bwlimit", .. EbsCommands.TargetValueOptions],
+        var a = Parse(argv, ["--repo", "--to", "--tag", "--state-dir", "--chunk-size", "--storage-class", "--host", "--bwlimit", "--lock-wait", .. EbsCommands.TargetValueOptions],
             ["--drop-cache", "--direct-io", .. EbsCommands.TargetFlags]);
         if (a.Positionals.Count != 1) throw new UsageException("backup needs exactly one source: blockrepl backup <image|device> --repo <dir|s3://…|ebs://REGION>");
         // Targets: at most one repository and one EBS chain, fed by the same read.
@@ -131,7 +141,7 @@ internal static class Commands
         await using (repo.ConfigureAwait(false))
         {
             if (created) Log.Information("Created repository {Repo}", repo.Location);
-            var (backup, ebsResult) = await ReplicationRun.RunAsync(source, repo, options, ebs, p => new ProgressPrinter(p, show), Log.Logger, ct).ConfigureAwait(false);
+            var (backup, ebsResult) = await ReplicationRun.RunAsync(source, repo, options, ebs, p => new ProgressPrinter(p, show), Log.Logger, ct, Locks(a)).ConfigureAwait(false);
             var result = backup!;
             Log.Debug("GC: {Allocated} bytes allocated, {Gen0}/{Gen1}/{Gen2} collections, heap {Heap}", GC.GetTotalAllocatedBytes(), GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2), GC.GetGCMemoryInfo().HeapSizeBytes);
             if (json) WriteBackupJson(result, ebsResult);
@@ -302,7 +312,7 @@ internal static class Commands
 
     public static async Task<int> CopyAsync(string[] argv, CancellationToken ct)
     {
-        var a = Parse(argv, ["--from", "--to", "--from-endpoint-url", "--to-endpoint-url", "--storage-class"], []);
+        var a = Parse(argv, ["--from", "--to", "--from-endpoint-url", "--to-endpoint-url", "--storage-class", "--lock-wait"], []);
         string from = a.Required("--from", "<repo>: the repository to copy recovery points from");
         string to = a.Required("--to", "<repo>: the repository to copy them into (created if missing or empty)");
         // --endpoint-url (accepted by every command) applies to whichever side is on S3.
@@ -321,7 +331,7 @@ internal static class Commands
             var job = new CopyJob(source, dest, Log.Logger);
             CopyResult r;
             // A writer: the destination's shared lock keeps a prune there from deleting what the copy deduplicates against.
-            await using (var held = await dest.LockSharedAsync(LockOptions.Default, Log.Logger, ct).ConfigureAwait(false))
+            await using (var held = await dest.LockSharedAsync(Locks(a), Log.Logger, ct).ConfigureAwait(false))
             {
                 using var lockedCt = CancellationTokenSource.CreateLinkedTokenSource(ct, held.Lost);
                 r = await WithProgress(job.Progress, a, () => job.RunAsync(manifests, lockedCt.Token)).ConfigureAwait(false);

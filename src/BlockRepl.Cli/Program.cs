@@ -14,12 +14,12 @@ namespace BlockRepl.Cli
             blockrepl: block-level incremental backup and replication
 
             usage:
-              blockrepl backup <image|device> --repo <dir|s3://…|ebs://REGION> [--to ebs://REGION] [--tag T]... [--state-dir DIR] [--host NAME] [--storage-class C] [--json] [--drop-cache] [--direct-io]
+              blockrepl backup <image|device> --repo <dir|s3://…|ebs://REGION> [--to ebs://REGION] [--tag T]... [--state-dir DIR] [--host NAME] [--storage-class C] [--json] [--drop-cache] [--direct-io] [--lock-wait 10m]
               blockrepl snapshots --repo <dir> [--json]
               blockrepl restore <id|latest> --repo <dir> --to <file|device> [--json]
               blockrepl restore <snap-id|latest> --repo ebs://REGION --to <file|device> [--size BYTES]
               blockrepl verify --repo <dir> [--read-data] [--json]
-              blockrepl copy --from <repo> --to <repo> [<id|latest>...] [--from-endpoint-url U] [--to-endpoint-url U] [--storage-class C] [--json]
+              blockrepl copy --from <repo> --to <repo> [<id|latest>...] [--from-endpoint-url U] [--to-endpoint-url U] [--storage-class C] [--lock-wait 10m] [--json]
               blockrepl ebs-copy <snap-id> --from ebs://REGION --to ebs://REGION [--from-endpoint-url U] [--to-endpoint-url U] [--json]
               blockrepl forget --repo <dir|s3://…> <id>... [--dry-run] [--json]
               blockrepl prune --repo <dir|s3://…> [--dry-run] [--max-repack-waste 25%] [--remove-stale-locks] [--stale-lock-age 30m] [--json]
