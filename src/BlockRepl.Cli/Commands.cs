@@ -61,6 +61,16 @@ internal static class Commands
         return v.Trim().ToUpperInvariant();
     }
 
+    /// <summary><c>--lock-wait 10m</c>: how long a writer waits for a running prune before failing (exit 9); 0 fails at once.</summary>
+    private static LockOptions Locks(Args a)
+    {
+        var v = a.Value("--lock-wait");
+        if (v is null) return LockOptions.Default;
+        return Daemon.DaemonConfig.ParseDuration(v) is { } t && t >= TimeSpan.Zero
+            ? LockOptions.Default with { WaitForExclusive = t }
+            : throw new UsageException($"--lock-wait '{v}': give a duration such as 0s, 30s or 10m");
+    }
+
     private static int ChunkSize(Args a)
     {
         var v = a.Value("--chunk-size");
@@ -83,7 +93,7 @@ internal static class Commands
 
     public static async Task<int> BackupAsync(string[] argv, CancellationToken ct)
     {
-        var a = Parse(argv, ["--repo", "--to", "--tag", "--state-dir", "--chunk-size", "--storage-class", "--host", "--bwlimit", "--point-in-time", .. EbsCommands.TargetValueOptions],
+        var a = Parse(argv, ["--repo", "--to", "--tag", "--state-dir", "--chunk-size", "--storage-class", "--host", "--bwlimit", "--point-in-time", "--lock-wait", .. EbsCommands.TargetValueOptions],
             ["--drop-cache", "--direct-io", .. EbsCommands.TargetFlags]);
         if (a.Positionals.Count != 1) throw new UsageException("backup needs exactly one source: blockrepl backup <image|device> --repo <dir|s3://…|ebs://REGION>");
         // Targets: at most one repository and one EBS chain, fed by the same read.
@@ -136,7 +146,7 @@ internal static class Commands
         await using (repo.ConfigureAwait(false))
         {
             if (created) Log.Information("Created repository {Repo}", repo.Location);
-            var (backup, ebsResult) = await ReplicationRun.RunAsync(source, repo, options, ebs, p => new ProgressPrinter(p, show), Log.Logger, ct).ConfigureAwait(false);
+            var (backup, ebsResult) = await ReplicationRun.RunAsync(source, repo, options, ebs, p => new ProgressPrinter(p, show), Log.Logger, ct, Locks(a)).ConfigureAwait(false);
             var result = backup!;
             Log.Debug("GC: {Allocated} bytes allocated, {Gen0}/{Gen1}/{Gen2} collections, heap {Heap}", GC.GetTotalAllocatedBytes(), GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2), GC.GetGCMemoryInfo().HeapSizeBytes);
             if (json) WriteBackupJson(result, ebsResult, view.View);
@@ -309,7 +319,7 @@ internal static class Commands
 
     public static async Task<int> CopyAsync(string[] argv, CancellationToken ct)
     {
-        var a = Parse(argv, ["--from", "--to", "--from-endpoint-url", "--to-endpoint-url", "--storage-class"], []);
+        var a = Parse(argv, ["--from", "--to", "--from-endpoint-url", "--to-endpoint-url", "--storage-class", "--lock-wait"], []);
         string from = a.Required("--from", "<repo>: the repository to copy recovery points from");
         string to = a.Required("--to", "<repo>: the repository to copy them into (created if missing or empty)");
         // --endpoint-url (accepted by every command) applies to whichever side is on S3.
@@ -326,7 +336,13 @@ internal static class Commands
         {
             if (created) Log.Information("Created repository {Repo}", dest.Location);
             var job = new CopyJob(source, dest, Log.Logger);
-            CopyResult r = await WithProgress(job.Progress, a, () => job.RunAsync(manifests, ct)).ConfigureAwait(false);
+            CopyResult r;
+            // A writer: the destination's shared lock keeps a prune there from deleting what the copy deduplicates against.
+            await using (var held = await dest.LockSharedAsync(Locks(a), Log.Logger, ct).ConfigureAwait(false))
+            {
+                using var lockedCt = CancellationTokenSource.CreateLinkedTokenSource(ct, held.Lost);
+                r = await WithProgress(job.Progress, a, () => job.RunAsync(manifests, lockedCt.Token)).ConfigureAwait(false);
+            }
             if (a.Flag("--json"))
             {
                 WriteJson(w =>
@@ -359,6 +375,110 @@ internal static class Commands
             }
         }
         return ExitCodes.Ok;
+    }
+
+    public static async Task<int> ForgetAsync(string[] argv, CancellationToken ct)
+    {
+        var a = Parse(argv, ["--repo"], ["--dry-run"]);
+        bool dryRun = a.Flag("--dry-run");
+        await using var repo = await RepositoryLocator.OpenAsync(a.Required("--repo", "<dir>"), loadIndex: false, ct, a.Value("--endpoint-url")).ConfigureAwait(false);
+        var forgotten = await ForgetJob.RunAsync(repo, a.Positionals, dryRun, ct).ConfigureAwait(false);
+        if (a.Flag("--json"))
+        {
+            WriteJson(w =>
+            {
+                w.WriteStartObject();
+                w.WriteBoolean("dryRun", dryRun);
+                w.WriteStartArray("forgotten");
+                foreach (var m in forgotten) w.WriteStringValue(m.Id);
+                w.WriteEndArray();
+                w.WriteEndObject();
+            });
+        }
+        else
+        {
+            foreach (var m in forgotten)
+                Console.WriteLine($"{(dryRun ? "would forget" : "forgot")} {m.Id[..8]}  {m.Time.UtcDateTime:yyyy-MM-dd HH:mm:ss}  {m.Source}");
+            Console.WriteLine($"{forgotten.Count} recovery point(s) {(dryRun ? "would be " : "")}forgotten; run 'blockrepl prune --repo {repo.Location}' to reclaim their space");
+        }
+        return ExitCodes.Ok;
+    }
+
+    /// <summary><c>--max-repack-waste 25%</c> (or <c>25</c>): a percentage of a pack's blob bytes.</summary>
+    private static double RepackWaste(Args a)
+    {
+        var v = a.Value("--max-repack-waste");
+        if (v is null) return new PruneOptions().MaxRepackWaste;
+        string t = v.Trim().TrimEnd('%');
+        return double.TryParse(t, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double pct) && pct is >= 0 and <= 100
+            ? pct / 100 : throw new UsageException($"--max-repack-waste '{v}': give a percentage from 0 to 100, e.g. 25%");
+    }
+
+    public static async Task<int> PruneAsync(string[] argv, CancellationToken ct)
+    {
+        var a = Parse(argv, ["--repo", "--max-repack-waste", "--stale-lock-age"], ["--dry-run", "--remove-stale-locks"]);
+        if (a.Positionals.Count > 0) throw new UsageException($"prune takes no arguments (got '{a.Positionals[0]}'); to delete recovery points use 'blockrepl forget'");
+        var locks = LockOptions.Default with { RemoveStale = a.Flag("--remove-stale-locks") };
+        if (a.Value("--stale-lock-age") is { } age)
+            locks = locks with { StaleAfter = Daemon.DaemonConfig.ParseDuration(age) is { } t && t > TimeSpan.Zero ? t : throw new UsageException($"--stale-lock-age '{age}': give a duration such as 30m or 2h") };
+        var options = new PruneOptions { DryRun = a.Flag("--dry-run"), MaxRepackWaste = RepackWaste(a), Locks = locks };
+        await using var repo = await RepositoryLocator.OpenAsync(a.Required("--repo", "<dir>"), loadIndex: false, ct, a.Value("--endpoint-url")).ConfigureAwait(false);
+        var job = new PruneJob(repo, options, Log.Logger);
+        PruneResult r = await WithProgress(job.Progress, a, () => job.RunAsync(ct)).ConfigureAwait(false);
+        if (a.Flag("--json")) WriteJson(w => WritePruneJson(w, r));
+        else PrintPrune(r, options.DryRun);
+        return ExitCodes.Ok;
+    }
+
+    internal static void WritePruneJson(Utf8JsonWriter w, PruneResult r)
+    {
+        w.WriteStartObject();
+        w.WriteBoolean("dryRun", r.DryRun);
+        w.WriteNumber("snapshots", r.Snapshots);
+        w.WriteNumber("packsBefore", r.PacksBefore);
+        w.WriteNumber("bytesBefore", r.BytesBefore);
+        w.WriteNumber("liveBlobs", r.LiveBlobs);
+        w.WriteStartArray("deletedPacks");
+        foreach (var k in r.DeletedPacks) w.WriteStringValue(k);
+        w.WriteEndArray();
+        w.WriteStartArray("repackedPacks");
+        foreach (var k in r.RepackedPacks) w.WriteStringValue(k);
+        w.WriteEndArray();
+        w.WriteStartArray("deletedIndexFiles");
+        foreach (var k in r.DeletedIndexFiles) w.WriteStringValue(k);
+        w.WriteEndArray();
+        w.WriteNumber("packsWritten", r.PacksWritten);
+        w.WriteNumber("indexFilesWritten", r.IndexFilesWritten);
+        w.WriteNumber("blobsRepacked", r.BlobsRepacked);
+        w.WriteNumber("bytesDeleted", r.BytesDeleted);
+        w.WriteNumber("bytesWritten", r.BytesWritten);
+        w.WriteNumber("bytesReclaimed", r.BytesReclaimed);
+        w.WriteStartArray("staleLocksRemoved");
+        foreach (var l in r.StaleLocksRemoved) w.WriteStringValue(l);
+        w.WriteEndArray();
+        w.WriteNumber("seconds", Math.Round(r.Seconds, 3));
+        w.WriteEndObject();
+    }
+
+    private static void PrintPrune(PruneResult r, bool dryRun)
+    {
+        foreach (var l in r.StaleLocksRemoved) Console.WriteLine($"removed stale {l}");
+        string would = dryRun ? "would " : "";
+        if (dryRun)
+        {
+            foreach (var k in r.DeletedPacks) Console.WriteLine($"would delete {k}");
+            foreach (var k in r.RepackedPacks) Console.WriteLine($"would repack {k}");
+            foreach (var k in r.DeletedIndexFiles) Console.WriteLine($"would delete {k}");
+        }
+        Console.WriteLine($"{r.Snapshots} recovery point(s) use {r.LiveBlobs} blob(s) in {r.PacksBefore} pack(s) ({Format.Bytes(r.BytesBefore)} with index files)");
+        if (r.DeletedPacks.Count == 0 && r.RepackedPacks.Count == 0 && r.DeletedIndexFiles.Count == 0)
+        {
+            Console.WriteLine("nothing to prune");
+            return;
+        }
+        Console.WriteLine($"  {would}delete  {r.DeletedPacks.Count} unused pack(s) and {r.DeletedIndexFiles.Count} index file(s)");
+        Console.WriteLine($"  {would}repack  {r.RepackedPacks.Count} pack(s){(dryRun ? $", copying {Format.Bytes(r.BytesWritten)} of live blobs" : $" into {r.PacksWritten} new pack(s) ({r.BlobsRepacked} blobs, {Format.Bytes(r.BytesWritten)} written)")}");
+        Console.WriteLine($"  {(dryRun ? "would reclaim" : "reclaimed")} {Format.Bytes(r.BytesReclaimed)}{(dryRun ? " (about)" : "")} in {Format.Duration(r.Seconds)}");
     }
 
     public static async Task<int> VerifyAsync(string[] argv, CancellationToken ct)

@@ -17,6 +17,7 @@ internal static class ExitCodes
     public const int Target = 6;
     public const int Corrupt = 7;
     public const int Storage = 8;
+    public const int Locked = 9;
     public const int Interrupted = 130;
 
     public static readonly (int Code, string Meaning)[] Table =
@@ -30,6 +31,7 @@ internal static class ExitCodes
         (Target, "restore target unusable (directory, too small, not writable)"),
         (Corrupt, "corrupt or missing data found (verify failed, restore refused)"),
         (Storage, "storage I/O error (disk full, permission, backend failure)"),
+        (Locked, "repository locked: in use by another process (a backup while pruning, a prune while backing up), or stale locks"),
         (Interrupted, "interrupted (SIGINT/SIGTERM); earlier recovery points are intact"),
     ];
 
@@ -38,6 +40,7 @@ internal static class ExitCodes
     {
         UsageException => (Usage, e.Message),
         SourceException => (Source, e.Message),
+        RepositoryLockedException => (Locked, e.Message),
         RepositoryException => (Repository, e.Message),
         UnsupportedFormatException => (Repository, e.Message),
         NotFoundException => (NotFound, e.Message),

@@ -14,13 +14,15 @@ namespace BlockRepl.Cli
             blockrepl: block-level incremental backup and replication
 
             usage:
-              blockrepl backup <image|device> --repo <dir|s3://…|ebs://REGION> [--to ebs://REGION] [--tag T]... [--state-dir DIR] [--host NAME] [--storage-class C] [--json] [--drop-cache] [--direct-io] [--point-in-time auto|reflink|none]
+              blockrepl backup <image|device> --repo <dir|s3://…|ebs://REGION> [--to ebs://REGION] [--tag T]... [--state-dir DIR] [--host NAME] [--storage-class C] [--json] [--drop-cache] [--direct-io] [--point-in-time auto|reflink|none] [--lock-wait 10m]
               blockrepl snapshots --repo <dir> [--json]
               blockrepl restore <id|latest> --repo <dir> --to <file|device> [--json]
               blockrepl restore <snap-id|latest> --repo ebs://REGION --to <file|device> [--size BYTES]
               blockrepl verify --repo <dir> [--read-data] [--json]
-              blockrepl copy --from <repo> --to <repo> [<id|latest>...] [--from-endpoint-url U] [--to-endpoint-url U] [--storage-class C] [--json]
+              blockrepl copy --from <repo> --to <repo> [<id|latest>...] [--from-endpoint-url U] [--to-endpoint-url U] [--storage-class C] [--lock-wait 10m] [--json]
               blockrepl ebs-copy <snap-id> --from ebs://REGION --to ebs://REGION [--from-endpoint-url U] [--to-endpoint-url U] [--json]
+              blockrepl forget --repo <dir|s3://…> <id>... [--dry-run] [--json]
+              blockrepl prune --repo <dir|s3://…> [--dry-run] [--max-repack-waste 25%] [--remove-stale-locks] [--stale-lock-age 30m] [--json]
               blockrepl init --repo <dir> [--chunk-size 64K] [--storage-class C]
               blockrepl estimate <image|device|nbd://…> --link 1Gbps [--daily-change 2% | --repo R] [--json]   (docs/estimate.md)
               blockrepl demo [--size 1G] [--keep] [--dir DIR]
@@ -67,6 +69,8 @@ namespace BlockRepl.Cli
                     "verify" => await Commands.VerifyAsync(rest, cts.Token).ConfigureAwait(false),
                     "copy" => await Commands.CopyAsync(rest, cts.Token).ConfigureAwait(false),
                     "ebs-copy" => await Commands.EbsCopyAsync(rest, cts.Token).ConfigureAwait(false),
+                    "forget" => await Commands.ForgetAsync(rest, cts.Token).ConfigureAwait(false),
+                    "prune" => await Commands.PruneAsync(rest, cts.Token).ConfigureAwait(false),
                     "init" => await Commands.InitAsync(rest, cts.Token).ConfigureAwait(false),
                     "estimate" => await EstimateCommand.RunAsync(rest, cts.Token).ConfigureAwait(false),
                     "demo" => await Demo.RunAsync(rest, cts.Token).ConfigureAwait(false),

@@ -61,6 +61,14 @@ public sealed partial class DaemonConfig
     public RetentionPolicy Retention { get; private set; } = RetentionPolicy.Default;
     private string? _allFor, _hourlyFor, _dailyFor;
 
+    /// <summary>How often the daemon prunes the repository (docs/daemon.md §5); null: never. Valid after <see cref="Validate"/>.</summary>
+    public TimeSpan? PruneEvery { get; private set; } = TimeSpan.FromHours(24);
+    /// <summary>Prune repacks a pack whose dead bytes exceed this fraction.</summary>
+    public double PruneMaxRepackWaste { get; private set; } = new PruneOptions().MaxRepackWaste;
+    /// <summary>Prune deletes locks not refreshed for 30 minutes (holders that died) instead of skipping.</summary>
+    public bool PruneRemoveStaleLocks { get; private set; }
+    private string? _pruneEvery, _pruneWaste, _pruneStale;
+
     /// <summary>The parsed <see cref="Interval"/>, valid after <see cref="Validate"/>.</summary>
     public TimeSpan IntervalSpan { get; private set; } = TimeSpan.FromSeconds(5);
     public IPEndPoint? StatusEndPoint { get; private set; }
@@ -112,6 +120,9 @@ public sealed partial class DaemonConfig
         config._workersText = c["workers"];
         (config._allFor, config._hourlyFor, config._dailyFor) = (c["retention:allFor"], c["retention:hourlyFor"], c["retention:dailyFor"]);
         config._directIoText = c["directIo"];
+        // "prune": "never" is short for {"every": "never"}.
+        config._pruneEvery = c["prune"] ?? c["prune:every"];
+        (config._pruneWaste, config._pruneStale) = (c["prune:maxRepackWaste"], c["prune:removeStaleLocks"]);
         config._file = File.Exists(file) ? file : null;
         return config;
     }
@@ -125,7 +136,7 @@ public sealed partial class DaemonConfig
     private static partial Regex VolumeName();
 
     private static readonly HashSet<string> Known =
-        ["name", "stateDir", "volumes", "retention", "repository", "endpointUrl", "ebs", "ebsEndpointUrl", "profile", "interval", "workers", "directIo", "statusListen", "logFile", "bandwidth"];
+        ["name", "stateDir", "volumes", "retention", "prune", "repository", "endpointUrl", "ebs", "ebsEndpointUrl", "profile", "interval", "workers", "directIo", "statusListen", "logFile", "bandwidth"];
 
     private static readonly HashSet<string> VolumeKnown = ["name", "source", "pointInTime", "freeze"];
 
@@ -219,6 +230,23 @@ public sealed partial class DaemonConfig
         }
         var defaults = RetentionPolicy.Default;
         Retention = new RetentionPolicy(Span(_allFor, defaults.AllFor, "allFor"), Span(_hourlyFor, defaults.HourlyFor, "hourlyFor"), Span(_dailyFor, defaults.DailyFor, "dailyFor"));
+        if (_pruneEvery is not null)
+        {
+            if (_pruneEvery.Trim().Equals("never", StringComparison.OrdinalIgnoreCase)) PruneEvery = null;
+            else if (ParseDuration(_pruneEvery) is { } every && every >= TimeSpan.FromMinutes(1)) PruneEvery = every;
+            else problems.Add($"prune.every '{_pruneEvery}': give a duration of at least 1m, such as 24h, or \"never\"");
+        }
+        if (_pruneWaste is not null)
+        {
+            if (double.TryParse(_pruneWaste.Trim().TrimEnd('%'), NumberStyles.Float, CultureInfo.InvariantCulture, out double pct) && pct is >= 0 and <= 100)
+                PruneMaxRepackWaste = pct / 100;
+            else problems.Add($"prune.maxRepackWaste '{_pruneWaste}': a percentage from 0 to 100, e.g. 25%");
+        }
+        if (_pruneStale is not null)
+        {
+            if (bool.TryParse(_pruneStale, out bool b)) PruneRemoveStaleLocks = b;
+            else problems.Add($"prune.removeStaleLocks '{_pruneStale}': true or false");
+        }
         if (!string.IsNullOrWhiteSpace(Bandwidth))
         {
             try { BandwidthSchedule = Engine.Throttling.BandwidthSchedule.Parse(Bandwidth); }

@@ -142,6 +142,7 @@ public sealed class ServerReplicator : IAsyncDisposable
                 await DropTargetsAsync().ConfigureAwait(false);
                 ok = false;
             }
+            if (ok) await MaybePruneAsync(ct).ConfigureAwait(false);
             SaveStatus();
             if (ct.IsCancellationRequested) break;
             TimeSpan wait = ok ? _config.IntervalSpan : backoff;
@@ -186,9 +187,15 @@ public sealed class ServerReplicator : IAsyncDisposable
             }
     }
 
+    /// <summary>A cycle waits this long for a prune by another process, then is STALLED with the holder named and backs off.</summary>
+    private static readonly LockOptions s_cycleLocks = LockOptions.Default with { WaitForExclusive = TimeSpan.FromSeconds(30) };
+
     /// <summary>One cycle over every volume; false when a volume failed (the loop then backs off).</summary>
     private async Task<bool> RunCycleAsync(CancellationToken ct)
     {
+        // One shared lock for the whole cycle (volumes, the server point, retention): no prune runs in between.
+        var repo = await RepoAsync(ct).ConfigureAwait(false);
+        await using var held = repo is null ? null : await repo.LockSharedAsync(s_cycleLocks, _log, ct).ConfigureAwait(false);
         string cycleId = $"{DateTimeOffset.UtcNow:yyyyMMdd'T'HHmmss'Z'}-{Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(3))}";
         var points = new List<ServerPointVolume>();
         var clock = System.Diagnostics.Stopwatch.StartNew();
@@ -277,6 +284,73 @@ public sealed class ServerReplicator : IAsyncDisposable
         _log.Debug("Cycle {Cycle}: volumes {Volumes} ms, server point and retention {Point} ms, record {Record} ms",
             cycleId, volumesMs, pointMs - volumesMs, clock.ElapsedMilliseconds - pointMs);
         return true;
+    }
+
+    private DateTimeOffset? _nextPrune;
+    private string PrunePath => Path.Combine(_stateDir, "last-prune");
+
+    /// <summary>
+    /// Between cycles, every <see cref="DaemonConfig.PruneEvery"/> (counted from the last prune this server ran, kept in
+    /// the state directory): prune the repository under its exclusive lock (docs/daemon.md §5). When another process
+    /// holds a lock (another server's cycle, a backup) the prune is skipped and tried again in an hour; a failed prune
+    /// is logged and never stops replication.
+    /// </summary>
+    private async Task MaybePruneAsync(CancellationToken ct)
+    {
+        if (_config.PruneEvery is not { } every || _repo is null) return;
+        var now = DateTimeOffset.UtcNow;
+        if (_nextPrune is null)
+        {
+            DateTimeOffset last = now;
+            try
+            {
+                if (File.Exists(PrunePath)) last = DateTimeOffset.Parse(File.ReadAllText(PrunePath).Trim(), System.Globalization.CultureInfo.InvariantCulture);
+                else SavePruneTime(now);
+            }
+            catch (Exception e) when (e is IOException or FormatException or UnauthorizedAccessException) { SavePruneTime(now); }
+            _nextPrune = last + every;
+        }
+        if (now < _nextPrune) return;
+        var options = new PruneOptions
+        {
+            MaxRepackWaste = _config.PruneMaxRepackWaste,
+            Locks = LockOptions.Default with { RemoveStale = _config.PruneRemoveStaleLocks },
+        };
+        try
+        {
+            _log.Information("Pruning {Repo}", _repo.Location);
+            var r = await new PruneJob(_repo, options, _log).RunAsync(ct).ConfigureAwait(false);
+            _log.Information("Prune: {Deleted} pack(s) deleted, {Repacked} repacked, {Reclaimed} bytes reclaimed in {Seconds:0.0} s",
+                r.DeletedPacks.Count, r.RepackedPacks.Count, r.BytesReclaimed, r.Seconds);
+            SavePruneTime(now);
+            _nextPrune = now + every;
+        }
+        catch (RepositoryLockedException e)
+        {
+            _log.Information("Prune skipped: {Reason}; trying again in an hour", e.Message);
+            _nextPrune = now + TimeSpan.FromTicks(Math.Min(every.Ticks, TimeSpan.FromHours(1).Ticks));
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested) { }
+        catch (Exception e) when (e is UserErrorException or IOException or Storage.StorageException or Core.CorruptDataException or Core.UnsupportedFormatException)
+        {
+            // Nothing was lost (prune leaves the repository whole at every step); replication goes on.
+            _log.Warning("Prune failed: {Error}; trying again in {Every}", ExitReason(e), every);
+            _nextPrune = now + every;
+        }
+    }
+
+    private void SavePruneTime(DateTimeOffset time)
+    {
+        try
+        {
+            string tmp = PrunePath + ".tmp";
+            File.WriteAllText(tmp, time.ToString("O", System.Globalization.CultureInfo.InvariantCulture));
+            File.Move(tmp, PrunePath, overwrite: true);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            _log.Warning("Cannot save the prune time to {Path}: {Error}", PrunePath, e.Message);
+        }
     }
 
     private DateTimeOffset _recordPublished, _inventoryTime;

@@ -20,3 +20,6 @@ public sealed class UsageException(string message) : UserErrorException(message)
 
 /// <summary>verify found problems; the message summarises them.</summary>
 public sealed class VerifyFailedException(string message) : UserErrorException(message);
+
+/// <summary>Another process holds a lock that conflicts with the one asked for (docs/format.md §8).</summary>
+public sealed class RepositoryLockedException(string message) : UserErrorException(message);

@@ -120,6 +120,12 @@ public sealed class DaemonTests : IDisposable
         foreach (var part in new[] { "unknown setting 'colour'", "volumes[0].name 'Root Disk'", "does not exist", "no target", "interval 'soon'", "loopback only", "bandwidth: " })
             Assert.Contains(part, r.Stderr);
 
+        File.WriteAllText(path, """{ "volumes": [{ "name": "root", "source": "/nonexistent/disk.img" }], "repository": "/tmp/r", "prune": { "every": "sometimes", "maxRepackWaste": "150%", "removeStaleLocks": "maybe" } }""");
+        r = CliRunner.Run("daemon", "--config", path);
+        Cli.AssertOneLineError(r, 2);
+        foreach (var part in new[] { "prune.every 'sometimes'", "prune.maxRepackWaste '150%'", "prune.removeStaleLocks 'maybe'" })
+            Assert.Contains(part, r.Stderr);
+
         Cli.AssertOneLineError(CliRunner.Run("daemon", "--config", _dir.File("missing.json")), 2, mentions: "does not exist");
         File.WriteAllText(path, "{ \"volumes\": [ ");
         Cli.AssertOneLineError(CliRunner.Run("daemon", "--config", path), 2, mentions: "not valid JSON");

@@ -87,6 +87,18 @@ public sealed class ChunkIndex
         }
     }
 
+    /// <summary>Forgets everything (before the index files are loaded again, after a prune).</summary>
+    public void Clear()
+    {
+        lock (_lock)
+        {
+            _slots = new Slot[1024];
+            _count = 0;
+            _packs.Clear();
+            _packOrdinals.Clear();
+        }
+    }
+
     /// <summary>Removes claims that never became durable (a failed run), so a retry stores them again.</summary>
     public void DropPending()
     {

@@ -4,6 +4,7 @@ using BlockRepl.Core.Compression;
 using BlockRepl.Core.Formats;
 using BlockRepl.Core.Hashing;
 using BlockRepl.Storage;
+using Serilog;
 
 namespace BlockRepl.Engine.Repository;
 
@@ -77,6 +78,10 @@ public sealed class Repo : IAsyncDisposable
     /// <summary>Reads every index file. Corrupt index files throw <see cref="CorruptDataException"/>.</summary>
     public async Task LoadIndexAsync(CancellationToken ct = default)
     {
+        // The prune generation first: a prune that starts deleting after this changes it, and the next shared lock reloads.
+        _indexGeneration = await RepoLock.ReadGenerationAsync(Backend, ct).ConfigureAwait(false);
+        Index.Clear();
+        _packKeys.Clear();
         var keys = new List<string>();
         await foreach (var o in Backend.ListAsync(IndexPrefix, ct).ConfigureAwait(false))
             if (o.Key.EndsWith(".idx", StringComparison.Ordinal)) keys.Add(o.Key);
@@ -87,6 +92,57 @@ public sealed class Repo : IAsyncDisposable
             foreach (var p in IndexFile.Deserialize(bytes, $"index file {key}"))
                 AddPackIndex(p);
         }).ConfigureAwait(false);
+    }
+
+    private string? _indexGeneration;
+    private readonly SemaphoreSlim _lockGate = new(1, 1);
+    private RepoLock? _shared;
+    private int _sharedHolds;
+
+    /// <summary>
+    /// Takes the repository's shared lock for a writer (docs/format.md §8), or joins the one this object already holds
+    /// (a daemon cycle holds one around all its volumes). When a prune ran since the index was loaded, the index is
+    /// loaded again, so nothing is deduplicated against a blob that is gone. Dispose the result to release.
+    /// </summary>
+    public async Task<SharedLockLease> LockSharedAsync(LockOptions options, ILogger log, CancellationToken ct = default)
+    {
+        await _lockGate.WaitAsync(ct).ConfigureAwait(false);
+        try
+        {
+            if (_shared is null)
+            {
+                var held = await RepoLock.AcquireSharedAsync(Backend, options, log, ct).ConfigureAwait(false);
+                try
+                {
+                    if (_indexGeneration is not null && _indexGeneration != held.Generation)
+                    {
+                        log.Information("A prune ran since the index of {Repo} was loaded; loading it again", Location);
+                        await LoadIndexAsync(ct).ConfigureAwait(false);
+                    }
+                }
+                catch { await held.DisposeAsync().ConfigureAwait(false); throw; }
+                _shared = held;
+            }
+            _sharedHolds++;
+            return new SharedLockLease(this, _shared);
+        }
+        finally { _lockGate.Release(); }
+    }
+
+    /// <summary>The in-memory index may describe packs a prune deleted: the next <see cref="LockSharedAsync"/> loads it again.</summary>
+    public void InvalidateIndex() => _indexGeneration = "";
+
+    internal async ValueTask ReleaseSharedAsync()
+    {
+        await _lockGate.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            if (--_sharedHolds > 0 || _shared is null) return;
+            var held = _shared;
+            _shared = null;
+            await held.DisposeAsync().ConfigureAwait(false);
+        }
+        finally { _lockGate.Release(); }
     }
 
     internal void AddPackIndex(PackIndex p)
@@ -250,5 +306,30 @@ public sealed class Repo : IAsyncDisposable
         };
     }
 
-    public ValueTask DisposeAsync() => Backend.DisposeAsync();
+    public async ValueTask DisposeAsync()
+    {
+        if (_shared is not null) { await _shared.DisposeAsync().ConfigureAwait(false); _shared = null; }
+        await Backend.DisposeAsync().ConfigureAwait(false);
+    }
+}
+
+/// <summary>One hold on a repository's shared lock; see <see cref="Repo.LockSharedAsync"/>.</summary>
+public sealed class SharedLockLease : IAsyncDisposable
+{
+    private Repo? _repo;
+
+    internal SharedLockLease(Repo repo, RepoLock held)
+    {
+        _repo = repo;
+        Lost = held.Lost;
+    }
+
+    /// <summary>Cancelled when the lock could not be refreshed in time: the holder must stop before writing a manifest.</summary>
+    public CancellationToken Lost { get; }
+
+    public ValueTask DisposeAsync()
+    {
+        var repo = Interlocked.Exchange(ref _repo, null);
+        return repo is null ? ValueTask.CompletedTask : repo.ReleaseSharedAsync();
+    }
 }
