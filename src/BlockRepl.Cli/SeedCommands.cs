@@ -108,7 +108,10 @@ internal static class SeedCommands
     {
         int? wanted = a.Value("--chunk-size") is null ? null : Commands.ChunkSize(a);
         int? targetSize = null;
-        if (target is not null)
+        if (target is not null && !RepositoryLocator.IsS3(target) && !Directory.Exists(target))
+            Log.Information("{Target} does not exist here: the seed uses chunk size {Size}, and the import creates the repository with it",
+                target, Format.Bytes(existing?.ChunkSize ?? wanted ?? ChunkGeometry.DefaultChunkSize));
+        else if (target is not null)
         {
             try
             {
