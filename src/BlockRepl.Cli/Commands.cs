@@ -13,11 +13,11 @@ internal static class Commands
 {
     private static readonly HashSet<string> Common = ["--verbose", "--no-progress", "--json"];
 
-    private static Args Parse(string[] argv, string[] values, string[] flags) =>
+    internal static Args Parse(string[] argv, string[] values, string[] flags) =>
         Args.Parse(argv, new HashSet<string>(values.Append("--workers").Append("--endpoint-url")), new HashSet<string>(flags.Concat(Common)));
 
     /// <summary>Runs a job while its progress is shown on stderr (unless --no-progress).</summary>
-    private static Task<T> WithProgress<T>(JobProgress progress, Args a, Func<Task<T>> run) =>
+    internal static Task<T> WithProgress<T>(JobProgress progress, Args a, Func<Task<T>> run) =>
         WithProgress(progress, !a.Flag("--no-progress"), run);
 
     internal static async Task<T> WithProgress<T>(JobProgress progress, bool show, Func<Task<T>> run)
@@ -42,7 +42,7 @@ internal static class Commands
     }
 
     /// <summary><c>--host NAME</c>: the host recorded in the manifest (default: this machine's name).</summary>
-    private static string Host(Args a)
+    internal static string Host(Args a)
     {
         var v = a.Value("--host");
         if (v is null) return Environment.MachineName;
@@ -52,7 +52,7 @@ internal static class Commands
     }
 
     /// <summary><c>--storage-class CLASS</c>: the S3 storage class of packs; null when absent.</summary>
-    private static string? StorageClass(Args a)
+    internal static string? StorageClass(Args a)
     {
         var v = a.Value("--storage-class");
         if (v is null) return null;
@@ -71,7 +71,7 @@ internal static class Commands
             : throw new UsageException($"--lock-wait '{v}': give a duration such as 0s, 30s or 10m");
     }
 
-    private static int ChunkSize(Args a)
+    internal static int ChunkSize(Args a)
     {
         var v = a.Value("--chunk-size");
         if (v is null) return ChunkGeometry.DefaultChunkSize;
@@ -166,6 +166,7 @@ internal static class Commands
         Console.WriteLine($"recovery point {m.Id[..8]} saved ({m.Mode}{(m.Parent is null ? "" : $", parent {m.Parent[..8]}")}) of {m.Source}");
         if (view is not null) Console.WriteLine($"  view      {(view == ViewKinds.None ? "none: read live (fuzzy)" : view)}");
         if (r.RescanReason is not null) Console.WriteLine($"  rescan    {r.RescanReason}");
+        else if (r.SeedNote is not null) Console.WriteLine($"  seed      {r.SeedNote}");
         Console.WriteLine($"  scanned   {Format.Bytes(s.ScannedBytes)} in {Format.Duration(s.Seconds)} ({Format.Rate(s.ScannedBytes, s.Seconds)}), {r.CpuSeconds:0.00} CPU s");
         Console.WriteLine($"  zero      {Format.Bytes(s.ZeroBytes)}");
         Console.WriteLine($"  changed   {Format.Bytes(s.ChangedBytes)} ({s.ChangedChunks} chunks of {Format.Bytes(m.ChunkSize)}, {s.ChangedBlocks} blocks of 512 KiB)");
@@ -174,7 +175,7 @@ internal static class Commands
         Console.WriteLine($"  stored    {Format.Bytes(s.StoredBytes)} (compression {ratio:0.00}, {r.ObjectsWritten} objects)");
     }
 
-    private static void WriteBackupJson(BackupResult r, EbsResult? ebs = null, string? view = null)
+    internal static void WriteBackupJson(BackupResult r, EbsResult? ebs = null, string? view = null, Action<Utf8JsonWriter>? extra = null)
     {
         var m = r.Manifest;
         var s = m.Stats;
@@ -208,6 +209,7 @@ internal static class Commands
             w.WriteNumber("cpuSeconds", Math.Round(r.CpuSeconds, 3));
             w.WriteNumber("mbPerSecond", s.Seconds > 0 ? Math.Round(s.ScannedBytes / s.Seconds / 1e6, 1) : 0);
             if (r.RescanReason is null) w.WriteNull("rescanReason"); else w.WriteString("rescanReason", r.RescanReason);
+            if (r.SeedNote is null) w.WriteNull("seed"); else w.WriteString("seed", r.SeedNote);
             w.WriteStartArray("tags");
             foreach (var t in m.Tags) w.WriteStringValue(t);
             w.WriteEndArray();
@@ -216,6 +218,7 @@ internal static class Commands
                 w.WritePropertyName("ebs");
                 EbsCommands.Write(w, ebs);
             }
+            extra?.Invoke(w);
             w.WriteEndObject();
         });
     }

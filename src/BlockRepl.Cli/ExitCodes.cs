@@ -26,7 +26,7 @@ internal static class ExitCodes
         (Internal, "unexpected internal error (a bug: please report it with --verbose output)"),
         (Usage, "bad command line (unknown command or option, missing --repo, bad value)"),
         (Source, "source missing, unreadable, a directory, changed size during backup, or busy"),
-        (Repository, "not a repository, newer format, already exists, or cannot be created"),
+        (Repository, "not a repository, newer format, already exists, or cannot be created; not a seed, or seed and repository chunk sizes differ"),
         (NotFound, "recovery point not found or ambiguous"),
         (Target, "restore target unusable (directory, too small, not writable)"),
         (Corrupt, "corrupt or missing data found (verify failed, restore refused)"),

@@ -24,6 +24,8 @@ namespace BlockRepl.Cli
               blockrepl forget --repo <dir|s3://…> <id>... [--dry-run] [--json]
               blockrepl prune --repo <dir|s3://…> [--dry-run] [--max-repack-waste 25%] [--remove-stale-locks] [--stale-lock-age 30m] [--json]
               blockrepl init --repo <dir> [--chunk-size 64K] [--storage-class C]
+              blockrepl seed export <source> --to DIR [--repo TARGET] [--state-dir D] [--host NAME] [--json]   (docs/seed.md)
+              blockrepl seed import --from DIR --repo <dir|s3://…> [--json]
               blockrepl estimate <image|device|nbd://…> --link 1Gbps [--daily-change 2% | --repo R] [--json]   (docs/estimate.md)
               blockrepl demo [--size 1G] [--keep] [--dir DIR]
               blockrepl ebs-endpoint --data DIR [--listen 127.0.0.1:PORT] [--no-auth] [--put-rate N] [--minute 60s] ... (docs/ebs-endpoint.md)
@@ -72,6 +74,7 @@ namespace BlockRepl.Cli
                     "forget" => await Commands.ForgetAsync(rest, cts.Token).ConfigureAwait(false),
                     "prune" => await Commands.PruneAsync(rest, cts.Token).ConfigureAwait(false),
                     "init" => await Commands.InitAsync(rest, cts.Token).ConfigureAwait(false),
+                    "seed" => await SeedCommands.RunAsync(rest, cts.Token).ConfigureAwait(false),
                     "estimate" => await EstimateCommand.RunAsync(rest, cts.Token).ConfigureAwait(false),
                     "demo" => await Demo.RunAsync(rest, cts.Token).ConfigureAwait(false),
                     "ebs-endpoint" => await EbsEndpointCommand.RunAsync(rest, cts.Token).ConfigureAwait(false),

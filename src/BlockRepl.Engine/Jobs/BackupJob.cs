@@ -27,9 +27,15 @@ public sealed class BackupOptions
     public string Host { get; init; } = Environment.MachineName;
     /// <summary>A second target fed from the same read (an EBS snapshot chain), or null.</summary>
     public IBatchObserver? Observer { get; init; }
+    /// <summary>
+    /// With no change map for this repository, adopt a pending seed's map once the seed's recovery point is in it
+    /// (docs/seed.md §5). Off for the seed export itself.
+    /// </summary>
+    public bool AdoptSeed { get; init; } = true;
 }
 
-public sealed record BackupResult(Manifest Manifest, string? RescanReason, long PacksWritten, long ObjectsWritten, double CpuSeconds);
+/// <param name="SeedNote">A seed was pending for this source: that its map was adopted, or why not; otherwise null.</param>
+public sealed record BackupResult(Manifest Manifest, string? RescanReason, long PacksWritten, long ObjectsWritten, double CpuSeconds, string? SeedNote = null);
 
 /// <summary>
 /// Backs up one volume: read → zero check → XXH3-128 → changed? → SHA-256 → dedup → LZ4 → pack → store.
@@ -87,6 +93,14 @@ public sealed class BackupJob
         // The change map names its recovery point: one read of that manifest, not a listing of every recovery
         // point (a daemon cycling every few seconds into S3 would otherwise pay one GET per point per cycle).
         SafeFileHandle? oldMap = ChangeMap.TryOpen(mapPath, chunkSize, size, _repo.Config.RepoId, out var oldHeader, out string? reason);
+        string? seedNote = null;
+        if (oldMap is null && _options.AdoptSeed && !File.Exists(mapPath))
+        {
+            var seed = await Seeding.SeedAdoption.TryAdoptAsync(_repo, _options.StateDir, source.SourceKey, size, mapPath, _log, ct).ConfigureAwait(false);
+            seedNote = seed.Note;
+            if (seed.Adopted) oldMap = ChangeMap.TryOpen(mapPath, chunkSize, size, _repo.Config.RepoId, out oldHeader, out reason);
+            else if (seed.Note is not null) reason = $"seed not adopted: {seed.Note}";
+        }
         Manifest? parent = null;
         string mode;
         if (oldMap is not null)
@@ -226,7 +240,7 @@ public sealed class BackupJob
         }
         Progress.Phase = "done";
         double cpu = (Process.GetCurrentProcess().TotalProcessorTime - cpuStart).TotalSeconds;
-        return new BackupResult(manifest, mode == "RESCAN" ? reason : null, packs.PacksWritten, objectsWritten, cpu);
+        return new BackupResult(manifest, mode == "RESCAN" ? reason : null, packs.PacksWritten, objectsWritten, cpu, seedNote);
     }
 
     /// <summary>Chunks of unchanged ranges re-read and re-hashed by every changed-only run (the CBT audit).</summary>
