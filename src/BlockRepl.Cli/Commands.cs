@@ -210,9 +210,7 @@ internal static class Commands
             w.WriteNumber("mbPerSecond", s.Seconds > 0 ? Math.Round(s.ScannedBytes / s.Seconds / 1e6, 1) : 0);
             if (r.RescanReason is null) w.WriteNull("rescanReason"); else w.WriteString("rescanReason", r.RescanReason);
             if (r.SeedNote is null) w.WriteNull("seed"); else w.WriteString("seed", r.SeedNote);
-            w.WriteStartArray("tags");
-            foreach (var t in m.Tags) w.WriteStringValue(t);
-            w.WriteEndArray();
+            WriteStrings(w, "tags", m.Tags);
             if (ebs is not null)
             {
                 w.WritePropertyName("ebs");
@@ -260,9 +258,7 @@ internal static class Commands
                     w.WriteNumber("changedBytes", m.Stats.ChangedBytes);
                     w.WriteNumber("newBytes", m.Stats.NewBytes);
                     w.WriteNumber("storedBytes", m.Stats.StoredBytes);
-                    w.WriteStartArray("tags");
-                    foreach (var t in m.Tags) w.WriteStringValue(t);
-                    w.WriteEndArray();
+                    WriteStrings(w, "tags", m.Tags);
                     w.WriteEndObject();
                 }
                 w.WriteEndArray();
@@ -354,20 +350,9 @@ internal static class Commands
                     w.WriteString("from", source.Location);
                     w.WriteString("to", dest.Location);
                     w.WriteBoolean("created", created);
-                    w.WriteStartArray("copied");
-                    foreach (var id in r.Copied) w.WriteStringValue(id);
-                    w.WriteEndArray();
-                    w.WriteStartArray("skipped");
-                    foreach (var id in r.Skipped) w.WriteStringValue(id);
-                    w.WriteEndArray();
                     w.WriteNumber("manifestsCopied", r.Copied.Count);
                     w.WriteNumber("manifestsSkipped", r.Skipped.Count);
-                    w.WriteNumber("blobsCopied", r.BlobsCopied);
-                    w.WriteNumber("treeNodesCopied", r.TreeNodesCopied);
-                    w.WriteNumber("rawBytes", r.RawBytes);
-                    w.WriteNumber("storedBytes", r.StoredBytes);
-                    w.WriteNumber("putRequests", r.ObjectsWritten);
-                    w.WriteNumber("seconds", Math.Round(r.Seconds, 3));
+                    WriteCopyFields(w, r);
                     w.WriteEndObject();
                 });
             }
@@ -392,9 +377,7 @@ internal static class Commands
             {
                 w.WriteStartObject();
                 w.WriteBoolean("dryRun", dryRun);
-                w.WriteStartArray("forgotten");
-                foreach (var m in forgotten) w.WriteStringValue(m.Id);
-                w.WriteEndArray();
+                WriteStrings(w, "forgotten", forgotten.Select(m => m.Id));
                 w.WriteEndObject();
             });
         }
@@ -433,6 +416,27 @@ internal static class Commands
         return ExitCodes.Ok;
     }
 
+    /// <summary>A JSON array of strings.</summary>
+    internal static void WriteStrings(Utf8JsonWriter w, string name, IEnumerable<string> values)
+    {
+        w.WriteStartArray(name);
+        foreach (var v in values) w.WriteStringValue(v);
+        w.WriteEndArray();
+    }
+
+    /// <summary>What a copy moved, as `copy --json` and `seed import --json` print it.</summary>
+    internal static void WriteCopyFields(Utf8JsonWriter w, CopyResult r)
+    {
+        WriteStrings(w, "copied", r.Copied);
+        WriteStrings(w, "skipped", r.Skipped);
+        w.WriteNumber("blobsCopied", r.BlobsCopied);
+        w.WriteNumber("treeNodesCopied", r.TreeNodesCopied);
+        w.WriteNumber("rawBytes", r.RawBytes);
+        w.WriteNumber("storedBytes", r.StoredBytes);
+        w.WriteNumber("putRequests", r.ObjectsWritten);
+        w.WriteNumber("seconds", Math.Round(r.Seconds, 3));
+    }
+
     internal static void WritePruneJson(Utf8JsonWriter w, PruneResult r)
     {
         w.WriteStartObject();
@@ -441,24 +445,16 @@ internal static class Commands
         w.WriteNumber("packsBefore", r.PacksBefore);
         w.WriteNumber("bytesBefore", r.BytesBefore);
         w.WriteNumber("liveBlobs", r.LiveBlobs);
-        w.WriteStartArray("deletedPacks");
-        foreach (var k in r.DeletedPacks) w.WriteStringValue(k);
-        w.WriteEndArray();
-        w.WriteStartArray("repackedPacks");
-        foreach (var k in r.RepackedPacks) w.WriteStringValue(k);
-        w.WriteEndArray();
-        w.WriteStartArray("deletedIndexFiles");
-        foreach (var k in r.DeletedIndexFiles) w.WriteStringValue(k);
-        w.WriteEndArray();
+        WriteStrings(w, "deletedPacks", r.DeletedPacks);
+        WriteStrings(w, "repackedPacks", r.RepackedPacks);
+        WriteStrings(w, "deletedIndexFiles", r.DeletedIndexFiles);
         w.WriteNumber("packsWritten", r.PacksWritten);
         w.WriteNumber("indexFilesWritten", r.IndexFilesWritten);
         w.WriteNumber("blobsRepacked", r.BlobsRepacked);
         w.WriteNumber("bytesDeleted", r.BytesDeleted);
         w.WriteNumber("bytesWritten", r.BytesWritten);
         w.WriteNumber("bytesReclaimed", r.BytesReclaimed);
-        w.WriteStartArray("staleLocksRemoved");
-        foreach (var l in r.StaleLocksRemoved) w.WriteStringValue(l);
-        w.WriteEndArray();
+        WriteStrings(w, "staleLocksRemoved", r.StaleLocksRemoved);
         w.WriteNumber("seconds", Math.Round(r.Seconds, 3));
         w.WriteEndObject();
     }
@@ -502,16 +498,9 @@ internal static class Commands
                 w.WriteNumber("packs", report.Packs);
                 w.WriteNumber("blobs", report.Blobs);
                 w.WriteNumber("bytesRead", report.BytesRead);
-                w.WriteStartArray("problems");
-                foreach (var p in report.Problems) w.WriteStringValue(p);
-                w.WriteEndArray();
+                WriteStrings(w, "problems", report.Problems);
                 w.WriteStartObject("affected");
-                foreach (var (id, list) in report.Affected)
-                {
-                    w.WriteStartArray(id);
-                    foreach (var p in list) w.WriteStringValue(p);
-                    w.WriteEndArray();
-                }
+                foreach (var (id, list) in report.Affected) WriteStrings(w, id, list);
                 w.WriteEndObject();
                 w.WriteEndObject();
             });

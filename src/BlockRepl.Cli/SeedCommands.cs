@@ -191,18 +191,7 @@ internal static class SeedCommands
                         w.WriteEndObject();
                     }
                     w.WriteEndArray();
-                    w.WriteStartArray("copied");
-                    foreach (var id in r.Copied) w.WriteStringValue(id);
-                    w.WriteEndArray();
-                    w.WriteStartArray("skipped");
-                    foreach (var id in r.Skipped) w.WriteStringValue(id);
-                    w.WriteEndArray();
-                    w.WriteNumber("blobsCopied", r.BlobsCopied);
-                    w.WriteNumber("treeNodesCopied", r.TreeNodesCopied);
-                    w.WriteNumber("rawBytes", r.RawBytes);
-                    w.WriteNumber("storedBytes", r.StoredBytes);
-                    w.WriteNumber("putRequests", r.ObjectsWritten);
-                    w.WriteNumber("seconds", Math.Round(r.Seconds, 3));
+                    Commands.WriteCopyFields(w, r);
                     w.WriteEndObject();
                 });
             }
